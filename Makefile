@@ -1,0 +1,33 @@
+# `make run` and `make test` work on a fresh machine: they create .venv, install, then act.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+# Small default experiment for `make run` (a few minutes on 2 CPU cores).
+RUN_GIN ?= gin/kalmamba_noisy.gin gin/quick.gin
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-slow bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch resolves to a multi-GB CUDA build.
+$(STAMP): setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m harness.run $(addprefix --gin ,$(RUN_GIN)) --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,21 @@
+"""Benchmarks that print a table: `python -m harness.bench {env,kalman,models} [options]`.
+
+Each benchmark lives in `harness/benchmarks/<name>.py` and exposes `main(argv)`.
+"""
+import importlib
+import sys
+
+BENCHMARKS = ("env", "kalman", "models")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m harness.bench {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"harness.benchmarks.{argv[0]}")
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The model-free baseline as a world model: the belief is the current observation itself.
+
+SAC on (noisy) states is `Experiment.world_model = @Identity`; it has no parameters and no loss.
+"""
+import gin
+import torch
+
+from models.world_model import Belief, WorldModel
+
+
+@gin.configurable
+class Identity(WorldModel):
+    """features(belief) = obs_t as float32. Only for vector observations."""
+
+    def __init__(self, obs_shape, action_dim):
+        super().__init__()
+        if len(obs_shape) != 1:
+            raise ValueError(f"Identity needs vector observations, got shape {tuple(obs_shape)}")
+        self.feature_dim = int(obs_shape[0])
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries the device
+
+    def initial_state(self, batch_size: int) -> Belief:
+        return {"obs": self._anchor.new_zeros(batch_size, self.feature_dim)}
+
+    def observe(self, obs, prev_action, is_first, state=None):
+        obs = obs.float()
+        return {"obs": obs}, {"obs": obs[:, -1]}
+
+    def step(self, state, obs, prev_action, is_first):
+        return {"obs": obs.float()}
+
+    def features(self, belief):
+        return belief["obs"]
+
+    def loss(self, batch):
+        beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"])
+        return self._anchor.new_zeros(()), {}, beliefs

@@ -1,0 +1,72 @@
+"""The one interface every world model implements; agents and the harness use nothing else.
+
+Data conventions (batch-first; a batch is what `agents.replay.ReplayBuffer.sample` returns):
+
+    obs          (B, T, *obs_shape)  float32 state vectors, or uint8 images (B, T, 3, 64, 64)
+    prev_action  (B, T, A)           the action that led to obs[:, t]; zero where is_first
+    reward       (B, T)              reward received on arriving at obs[:, t]; zero where is_first
+    is_first     (B, T) bool         obs[:, t] starts an episode: the belief restarts from the prior
+    is_terminal  (B, T) bool         obs[:, t] is terminal (never true in DeepMind Control)
+
+A *belief* is a dict of tensors: (B, T, ...) per time step from `observe`, (B, ...) from `step` and
+`initial_state`. It holds everything the model needs to continue filtering (for example the Kalman
+mean/variance plus the recurrent state of the backbone). Beliefs used for acting contain only
+filtered information: nothing from observations after time t.
+
+Contract:
+    initial_state(batch_size) -> belief before the first observation, (B, ...).
+    observe(obs, prev_action, is_first, state=None) -> (beliefs (B, T, ...), last_state (B, ...))
+        Filtered beliefs for a whole sequence, time-parallel where the model allows. `state`
+        continues from an earlier chunk; None means `initial_state`.
+    step(state, obs, prev_action, is_first) -> state
+        One environment step in O(1) time and memory: obs (B, *obs_shape), prev_action (B, A),
+        is_first (B,). `observe` over T steps equals T successive `step`s (eval mode).
+    features(belief) -> (..., feature_dim) tensor the actor and critic see.
+    loss(batch) -> (loss, metrics, beliefs)
+        Scalar training loss (negative ELBO and regularisers), a dict of scalar tensors with keys
+        namespaced `model/...`, and the filtered beliefs of `observe` computed on the way (the agent
+        detaches them before SAC uses them).
+
+A new baseline is one file implementing this class plus one gin file binding
+`Experiment.world_model = @MyModel` (see docs/adding_a_baseline.md).
+"""
+import abc
+
+import torch
+from torch import nn
+
+Belief = dict[str, torch.Tensor]
+
+
+class WorldModel(nn.Module, abc.ABC):
+    """Abstract base: see the module docstring for the contract."""
+
+    feature_dim: int
+
+    @abc.abstractmethod
+    def initial_state(self, batch_size: int) -> Belief:
+        ...
+
+    @abc.abstractmethod
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None) -> tuple[Belief, Belief]:
+        ...
+
+    @abc.abstractmethod
+    def step(self, state: Belief, obs, prev_action, is_first) -> Belief:
+        ...
+
+    @abc.abstractmethod
+    def features(self, belief: Belief) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Belief]:
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
