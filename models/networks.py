@@ -31,10 +31,10 @@ from torch import nn
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def preprocess_obs(obs: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [-0.5, 0.5] (x / 255 - 0.5); floating-point states unchanged."""
+def preprocess_obs(obs: torch.Tensor, image_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images -> `image_dtype` in [-0.5, 0.5] (x / 255 - 0.5); floating-point states unchanged."""
     if obs.dtype == torch.uint8:
-        return obs.float() / 255.0 - 0.5
+        return obs.to(image_dtype) / 255.0 - 0.5
     if obs.is_floating_point():
         return obs
     raise ValueError(f"observations must be uint8 images or floating-point states, got dtype {obs.dtype}")
@@ -101,7 +101,7 @@ class _Decoder(nn.Module):
         """features (B, T, F), obs (B, T, *obs_shape) raw -> log N(preprocess(obs) | decoder(features), I), (B, T)."""
         _check_trailing_shape(obs, self.obs_shape, "obs")
         mean = self(features)
-        target = preprocess_obs(obs).to(mean.dtype)
+        target = preprocess_obs(obs, mean.dtype).to(mean.dtype)
         return gaussian_log_likelihood(mean, target, event_dims=len(self.obs_shape))
 
 
@@ -122,7 +122,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         _check_trailing_shape(obs, self.obs_shape, "obs")
-        x = preprocess_obs(obs).to(self.convs[0].weight.dtype)
+        dtype = self.convs[0].weight.dtype
+        x = preprocess_obs(obs, dtype).to(dtype)
         return _apply_time_distributed(self.convs, x, 3, (self.embed_dim,))
 
 
@@ -163,7 +164,8 @@ class StateEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         _check_trailing_shape(obs, self.obs_shape, "obs")
-        return self.net(preprocess_obs(obs).to(self.net[0].weight.dtype))
+        dtype = self.net[0].weight.dtype
+        return self.net(preprocess_obs(obs, dtype).to(dtype))
 
 
 @gin.configurable
