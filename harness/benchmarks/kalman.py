@@ -30,6 +30,8 @@ from models.mamba import Mamba, mamba_ssm_available
 def main(argv=None):
     args = _parse(argv)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices and not torch.cuda.is_available():
         print("error: --devices cuda was asked for but CUDA is not available", file=sys.stderr)
@@ -62,6 +64,7 @@ def _parse(argv):
     parser.add_argument("--check", action="store_true",
                         help="print fallback vs mamba_ssm relative errors (needs CUDA and mamba_ssm)")
     parser.add_argument("--check-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.lengths) < 1 or args.batch < 1 or args.dim < 1 or args.repeats < 1 or args.warmup < 0:

@@ -24,7 +24,7 @@ def mamba_ssm_available() -> bool:
     """True when mamba_ssm and its compiled CUDA extension import (it cannot without CUDA)."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except (ImportError, OSError):
+    except (ImportError, OSError, RuntimeError):  # no extension, or one built for another CUDA
         return False
     return True
 

@@ -40,9 +40,9 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     decay, drive, C, compute_dtype = _discretize(u, delta, A, B, C, delta_bias, delta_softplus, is_first)
     state = decay.new_zeros(decay[:, 0].shape) if initial_state is None else initial_state.to(compute_dtype)
     ys = []
-    for t in range(u.shape[1]):
-        state = decay[:, t] * state + drive[:, t]
-        ys.append(torch.einsum("ben,bn->be", state, C[:, t]))
+    for decay_t, drive_t, C_t in zip(decay.unbind(1), drive.unbind(1), C.unbind(1)):
+        state = decay_t * state + drive_t
+        ys.append(torch.einsum("ben,bn->be", state, C_t))
     return _output(torch.stack(ys, 1), u, D, z), state.detach()
 
 

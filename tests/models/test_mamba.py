@@ -165,6 +165,8 @@ def test_parameter_layout_and_initialisation_follow_mamba_ssm():
     (lambda m: m(torch.zeros(2, 0, 6)), r"x of shape \(B, L >= 1, d_model=6\)"),
     (lambda m: m(torch.zeros(2, 5, 6), torch.zeros(2, 5)), r"is_first must be a bool tensor of shape \(B, L\)"),
     (lambda m: m.forward_with_state(torch.zeros(2, 5, 6), m.initial_state(3)), r"state must be MambaState"),
+    (lambda m: m.step(torch.zeros(2, 1, 6), m.initial_state(2)), r"step needs x of shape \(B, d_model=6\)"),
+    (lambda m: m.step(torch.zeros(2, 6), m.initial_state(2)[0]), r"state must be MambaState"),
     (lambda m: Mamba(0), "positive sizes"),
 ])
 def test_bad_inputs_raise_one_clear_error(call, message):
