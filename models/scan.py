@@ -12,9 +12,9 @@ Algorithm (odd-even recursion): combine neighbouring pairs (e_0, e_1), (e_2, e_3
 half-length sequence recursively, which yields the prefixes at odd positions; each even prefix
 s_{2k} is then s_{2k-1} (x) e_{2k}. Every level calls `combine` twice on whole tensors, so the depth
 is 2 ceil(log2 T) calls and the work at most 2T element combinations, for any T (odd lengths carry
-their last element along). Everything is views (split, unbind), `combine` and `torch.stack`/`torch.cat`, whose backwards are
-again stack/cat (no zero-filled gradient buffers), so autograd differentiates through it and the
-number of kernel launches grows with log T, not T.
+their last element along). Besides `combine` there are only views (split, unbind) and
+`torch.stack`/`torch.cat`, whose backwards are again stack/cat rather than zero-filled gradient
+buffers: autograd differentiates through it, and kernel launches grow with log T, not T.
 """
 from typing import Callable, Sequence
 

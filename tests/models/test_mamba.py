@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.mamba import Mamba, MambaState, mamba_ssm_available, selective_scan, selective_scan_cuda, selective_scan_ref
+from models.mamba import Mamba, mamba_ssm_available, selective_scan, selective_scan_cuda, selective_scan_ref
 
 F64 = torch.float64
 
@@ -187,7 +187,8 @@ def stand_in_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_so
     delta = F.softplus(delta) if delta_softplus else delta
     h, ys = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32), []
     for t in range(u.shape[2]):
-        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t].float())[..., None] * B[:, None, :, t]
+        drive = (delta[:, :, t] * u[:, :, t].float())[..., None] * B[:, None, :, t]
+        h = torch.exp(delta[:, :, t, None] * A) * h + drive
         ys.append((h * C[:, None, :, t]).sum(-1))
     y = torch.stack(ys, -1) + (0 if D is None else u.float() * D[:, None])
     y = (y if z is None else y * F.silu(z.float())).to(u.dtype)
