@@ -10,6 +10,7 @@ import os
 
 BACKEND_VARIABLE = "MUJOCO_GL"
 DEFAULT_BACKEND = "egl"
+DISABLED_VALUES = ("off", "disable", "disabled", "false", "0")  # dm_control's "no renderer" values
 EGL_DEBIAN_PACKAGES = ("libegl1", "libegl-mesa0", "libgl1-mesa-dri")
 
 
@@ -28,6 +29,10 @@ configure_headless_backend()
 def rendering_error(error: BaseException) -> RenderingUnavailableError:
     """The one message a user sees when OpenGL fails, naming the packages that fix it."""
     backend = os.environ.get(BACKEND_VARIABLE, "")
+    if backend.lower() in DISABLED_VALUES:
+        return RenderingUnavailableError(
+            f"rendering is switched off by {BACKEND_VARIABLE}={backend!r}, but the image suite "
+            f"renders its observations: unset {BACKEND_VARIABLE} to render with EGL.")
     return RenderingUnavailableError(
         f"MuJoCo could not use the OpenGL backend {BACKEND_VARIABLE}={backend!r} "
         f"({type(error).__name__}: {error}). Headless EGL rendering needs the Debian/Ubuntu "
