@@ -58,7 +58,7 @@ def load_suite():
 
 
 def use_fast_render_settings(physics) -> None:
-    """Turns off multisampling and shadows (about 5x faster 64x64 frames on llvmpipe).
+    """Turns off multisampling and shadows (5x to 9x faster 64x64 frames on llvmpipe).
 
     Both settings size the offscreen framebuffer, so they take effect only when set before the
     physics creates its rendering context, that is before its first render.
@@ -71,7 +71,7 @@ def make_camera(physics, height: int, width: int, camera_id: int):
     """A reusable `dm_control.mujoco.Camera`; creates the GL context on first use.
 
     Reusing one camera saves the scene allocation that `physics.render` repeats on every call
-    (about 1.5 ms of a 2-3 ms 64x64 frame on llvmpipe); the pixels are the same.
+    (0.5 to 2 ms of a 1-5 ms 64x64 frame on llvmpipe, docs/benchmarks.md); the pixels are the same.
     """
     from dm_control.mujoco import engine
 
