@@ -13,7 +13,8 @@ def normal_cdf(x):
 
 
 def clipped_normal_std(sigma):
-    """Std of clip(eps, -1, 1), eps ~ N(0, sigma^2): sigma^2 [(2 Phi(c) - 1) - 2 c phi(c)] + 2 (1 - Phi(c)), c = 1/sigma."""
+    """Std of clip(eps, -1, 1), eps ~ N(0, sigma^2). With c = 1 / sigma its second moment is
+    sigma^2 [(2 Phi(c) - 1) - 2 c phi(c)] + 2 (1 - Phi(c))."""
     c = 1.0 / sigma
     density = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
     second_moment = sigma**2 * ((2 * normal_cdf(c) - 1) - 2 * c * density) + 2 * (1 - normal_cdf(c))
