@@ -1,0 +1,68 @@
+"""Gin parsing for the command-line tools: one place that turns gin files + bindings into an Experiment.
+
+Unknown configurables or parameters are errors (`skip_unknown=False`); every failure surfaces as a
+`ConfigError` whose message the CLIs print as one line before exiting with status 2.
+"""
+import importlib
+import pathlib
+
+import gin
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Modules whose import registers gin configurables. A new baseline adds its module here.
+CONFIGURABLE_MODULES = (
+    "envs",
+    "agents.latent_sac",
+    "models.identity",
+    "harness.experiment",
+)
+
+
+class ConfigError(ValueError):
+    """A user error in gin files, bindings, suite or task names."""
+
+
+def register_configurables():
+    for name in CONFIGURABLE_MODULES:
+        importlib.import_module(name)
+
+
+def parse(gin_files, bindings=()):
+    """Clear gin, then parse `gin_files` (paths) and `bindings` ('Name.param = value' strings)."""
+    register_configurables()
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO_ROOT))
+    for path in gin_files:
+        if not pathlib.Path(path).is_file() and not (REPO_ROOT / path).is_file():
+            raise ConfigError(f"gin file not found: {path}")
+    try:
+        gin.parse_config_files_and_bindings(
+            [str(p if pathlib.Path(p).is_file() else REPO_ROOT / p) for p in gin_files],
+            list(bindings), skip_unknown=False, finalize_config=False)
+    except Exception as error:  # gin raises ValueError, SyntaxError, KeyError... for user mistakes
+        raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
+
+
+def make_experiment():
+    """Build the `Experiment` from the parsed config, turning a missing binding into a ConfigError."""
+    from harness.experiment import Experiment
+    try:
+        return Experiment()
+    except Exception as error:
+        raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
+
+
+def describe_run(gin_files, bindings=(), root="results"):
+    """Parse a run's config and return (spec dict, run directory) without building anything heavy."""
+    parse(gin_files, bindings)
+    experiment = make_experiment()
+    return experiment.spec(), experiment.run_dir(root)
+
+
+def one_line(error):
+    """gin's messages span several lines (the offending binding, its location): fold them into one,
+    dropping the 'In call to configurable' notes gin appends to errors raised inside a configurable."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    text = " ".join(line for line in lines if line and not line.startswith("In call to configurable"))
+    return text or type(error).__name__
