@@ -146,9 +146,6 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         w, raw_var = self.obs_head(self.encoder(obs)).chunk(2, dim=-1)
         return w, self.obs_var(raw_var)
 
-    def _dtype(self):
-        return self.initial_mean.dtype
-
     # -- interface -------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Belief:
         """The initial belief N(mean0, var0), and `reset` = True: the next step restarts (B, ...)."""
