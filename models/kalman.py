@@ -75,12 +75,16 @@ def kalman_update(mean, var, y, R, mask=None):
     if mask is None:
         s = var + R
         return mean + var / s * (y - mean), var * R / s
-    observed = mask.to(mean.dtype)
-    y = torch.where(mask, y, torch.zeros_like(y))
-    R = torch.where(mask, R, torch.ones_like(R))
+    y, R, observed = _drop_missing(y, R, mask)
     s = var + R
     gain = observed * var / s
     return mean + gain * (y - mean), var * (R + (1 - observed) * var) / s
+
+
+def _drop_missing(y, R, mask):
+    """(y, R, observed as 0/1) with y = 0, R = 1 where missing, so no NaN or inf reaches autograd."""
+    return (torch.where(mask, y, torch.zeros_like(y)), torch.where(mask, R, torch.ones_like(R)),
+            mask.to(y.dtype))
 
 
 def kalman_step(mean, var, A, b, Q, y, R, mask=None, is_first=None, mean0=None, var0=None) -> FilterResult:
@@ -151,13 +155,14 @@ def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True, is_first=Non
 
 def kalman_filter_sequential(A, b, Q, y, R, mean0, var0, mask, is_first) -> FilterResult:
     """Reference: one `kalman_step` per time step. Inputs as checked by `kalman_filter`."""
+    # unbind once: indexing x[:, t] inside the loop would make the backward O(T^2)
+    A, b, Q, y, R, mask, is_first = (x.unbind(1) for x in (A, b, Q, y, R, mask, is_first))
     mean, var = mean0, var0
     outputs = []
-    for t in range(y.shape[1]):
-        restart = is_first[:, t] if t else torch.ones_like(is_first[:, 0])
+    for t in range(len(y)):
+        restart = is_first[t] if t else torch.ones_like(is_first[0])
         prev = max(t - 1, 0)  # at t = 0 the restart replaces the transition anyway
-        step = kalman_step(mean, var, A[:, prev], b[:, prev], Q[:, prev], y[:, t], R[:, t],
-                           mask[:, t], restart, mean0, var0)
+        step = kalman_step(mean, var, A[prev], b[prev], Q[prev], y[t], R[t], mask[t], restart, mean0, var0)
         mean, var = step.filtered_mean, step.filtered_var
         outputs.append(step)
     return FilterResult(*(torch.stack(column, 1) for column in zip(*outputs)))
@@ -166,10 +171,7 @@ def kalman_filter_sequential(A, b, Q, y, R, mean0, var0, mask, is_first) -> Filt
 def kalman_filter_parallel(A, b, Q, y, R, mean0, var0, mask, is_first) -> FilterResult:
     """Associative-scan filter, O(log T) depth. Inputs as checked by `kalman_filter`."""
     a, c, q = _transitions_into(A, b, Q, mean0, var0, is_first)
-    observed = mask.unsqueeze(-1)
-    weight = observed.to(y.dtype)
-    y = torch.where(observed, y, torch.zeros_like(y))
-    r = torch.where(observed, R, torch.ones_like(R))
+    y, r, weight = _drop_missing(y, R, mask.unsqueeze(-1))
     s = q + r
     keep = (r + (1 - weight) * q) / s  # r / s where observed, 1 where missing
     residual = weight / s * (y - c)
@@ -182,10 +184,11 @@ def kalman_filter_parallel(A, b, Q, y, R, mean0, var0, mask, is_first) -> Filter
 def kalman_smoother_sequential(mean, var, A, b, Q, is_first) -> SmootherResult:
     """Reference: one `rts_step` per time step, backwards. Inputs as checked by `kalman_smoother`."""
     A, Q = _cut_before_starts(A, Q, is_first)
-    next_mean, next_var = torch.zeros_like(mean[:, 0]), torch.zeros_like(var[:, 0])
+    steps = list(zip(*(x.unbind(1) for x in (mean, var, A, b, Q))))
+    next_mean, next_var = torch.zeros_like(steps[0][0]), torch.zeros_like(steps[0][1])
     outputs = []
-    for t in reversed(range(mean.shape[1])):
-        next_mean, next_var, gain = rts_step(mean[:, t], var[:, t], A[:, t], b[:, t], Q[:, t], next_mean, next_var)
+    for step in reversed(steps):
+        next_mean, next_var, gain = rts_step(*step, next_mean, next_var)
         outputs.append((next_mean, next_var, gain))
     return SmootherResult(*(torch.stack(column[::-1], 1) for column in zip(*outputs)))
 

@@ -12,8 +12,9 @@ Algorithm (odd-even recursion): combine neighbouring pairs (e_0, e_1), (e_2, e_3
 half-length sequence recursively, which yields the prefixes at odd positions; each even prefix
 s_{2k} is then s_{2k-1} (x) e_{2k}. Every level calls `combine` twice on whole tensors, so the depth
 is 2 ceil(log2 T) calls and the work at most 2T element combinations, for any T (odd lengths carry
-their last element along). Everything is slicing, `combine` and `torch.stack`/`torch.cat`, so
-autograd differentiates through it and the number of kernel launches grows with log T, not T.
+their last element along). Besides `combine` there are only views (split, unbind) and
+`torch.stack`/`torch.cat`, whose backwards are again stack/cat rather than zero-filled gradient
+buffers: autograd differentiates through it, and kernel launches grow with log T, not T.
 """
 from typing import Callable, Sequence
 
@@ -47,34 +48,42 @@ def associative_scan(combine: Combine, elems: Sequence[torch.Tensor], dim: int =
     return tuple(s.flip(dim) for s in suffixes)
 
 
-def _take(elems: Elements, dim: int, start: int, stop: int | None, step: int = 1) -> Elements:
-    index = (slice(None),) * dim + (slice(start, stop, step),)
-    return tuple(e[index] for e in elems)
+def _split(elems: Elements, dim: int, sizes: list[int]) -> list[Elements]:
+    """Consecutive pieces along `dim` (views; the backward is one `cat`, not zeros + copy)."""
+    return list(zip(*(e.split(sizes, dim) for e in elems)))
+
+
+def _deinterleave(elems: Elements, dim: int) -> tuple[Elements, Elements]:
+    """Even and odd positions of an even-length sequence (views; the backward is one `stack`)."""
+    pairs = [e.unflatten(dim, (e.shape[dim] // 2, 2)).unbind(dim + 1) for e in elems]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
 
 def _scan(combine: Combine, elems: Elements, dim: int) -> Elements:
     length = elems[0].shape[dim]
     if length < 2:
         return elems
-    pairs = tuple(combine(_take(elems, dim, 0, length - 1, 2), _take(elems, dim, 1, None, 2)))
-    odd = _scan(combine, pairs, dim)  # prefixes at positions 1, 3, 5, ...
-    rest = _take(elems, dim, 2, None, 2)  # elements at positions 2, 4, ...
-    n_rest = rest[0].shape[dim]
-    if n_rest:
-        tail = tuple(combine(_take(odd, dim, 0, n_rest), rest))
-        even = tuple(torch.cat([e0, t], dim) for e0, t in zip(_take(elems, dim, 0, 1), tail))
-    else:
-        even = _take(elems, dim, 0, 1)
-    return tuple(_interleave(e, o, dim) for e, o in zip(even, odd))
+    half = length // 2
+    body, last = _split(elems, dim, [2 * half, 1]) if length % 2 else (elems, None)
+    even, odd = _deinterleave(body, dim)
+    odd_prefix = _scan(combine, tuple(combine(even, odd)), dim)  # prefixes at 1, 3, ..., 2 half - 1
+    first, even_rest = _split(even, dim, [1, half - 1])  # elements 0 | 2, 4, ..., 2 half - 2
+    if last is None:  # even prefixes at 2, ..., 2 half - 2
+        earlier, later = _split(odd_prefix, dim, [half - 1, 1])[0], even_rest
+    else:  # ... and at 2 half, the last position
+        earlier, later = odd_prefix, tuple(torch.cat([r, l], dim) for r, l in zip(even_rest, last))
+    tail = tuple(combine(earlier, later)) if later[0].shape[dim] else later
+    even_prefix = tuple(torch.cat([f, t], dim) for f, t in zip(first, tail))
+    return tuple(_interleave(e, o, dim) for e, o in zip(even_prefix, odd_prefix))
 
 
 def _interleave(even: torch.Tensor, odd: torch.Tensor, dim: int) -> torch.Tensor:
     """[even_0, odd_0, even_1, odd_1, ...]; `even` is as long as `odd` or one longer."""
     n_odd = odd.shape[dim]
-    paired = torch.stack([even.narrow(dim, 0, n_odd), odd], dim + 1).flatten(dim, dim + 1)
     if even.shape[dim] == n_odd:
-        return paired
-    return torch.cat([paired, even.narrow(dim, n_odd, 1)], dim)
+        return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+    head, last = even.split([n_odd, 1], dim)
+    return torch.cat([torch.stack([head, odd], dim + 1).flatten(dim, dim + 1), last], dim)
 
 
 def linear_recurrence(a: torch.Tensor, b: torch.Tensor, dim: int = 1, reverse: bool = False) -> torch.Tensor:

@@ -99,7 +99,8 @@ class Mamba(nn.Module):
     def forward_with_state(self, x, state: MambaState | None = None, is_first=None):
         """Continue from `state` (None: zero) over x (B, L, d_model) -> (out, last state).
 
-        The returned state is detached (it carries filtering forward, not gradients).
+        The returned state is detached (it carries filtering forward, not gradients: mamba_ssm's
+        kernel does not differentiate its last state, and every path behaves alike).
         """
         self._check_sequence(x, state, is_first)
         u, z = self.in_proj(x).chunk(2, dim=-1)
@@ -113,7 +114,14 @@ class Mamba(nn.Module):
         return self.out_proj(y), MambaState(window.detach(), ssm.to(self.dt_proj.weight.dtype))
 
     def step(self, x: torch.Tensor, state: MambaState, is_first: torch.Tensor | None = None):
-        """One time step: x (B, d_model), is_first (B,) bool or None -> (out (B, d_model), state)."""
+        """One time step: x (B, d_model), is_first (B,) bool or None -> (out (B, d_model), state).
+
+        O(1) time and memory per step; differentiable through `state` (nothing is detached).
+        """
+        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[-1] != self.d_model:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"Mamba.step needs x of shape (B, d_model={self.d_model}), got {got}")
+        self._check_state(state, x.shape[0])
         if is_first is not None:
             keep = (~is_first).to(state.ssm.dtype)[:, None, None]
             state = MambaState(state.conv * keep.to(state.conv.dtype), state.ssm * keep)
@@ -130,7 +138,8 @@ class Mamba(nn.Module):
         return self.out_proj(y.to(x.dtype)), MambaState(window, ssm.to(state.ssm.dtype))
 
     def _uses_kernel(self, x, state) -> bool:
-        return self.use_kernel and state is None and x.is_cuda and mamba_ssm_available()
+        kernel_dtype = x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        return self.use_kernel and state is None and x.is_cuda and kernel_dtype and mamba_ssm_available()
 
     def _causal_conv(self, u, window, is_first):
         """Depthwise causal conv over [window inputs, u] whose taps stop at episode starts.
@@ -166,7 +175,10 @@ class Mamba(nn.Module):
             raise ValueError(f"is_first must be a bool tensor of shape (B, L) = {(batch, length)}, "
                              f"got {is_first.dtype} {tuple(is_first.shape)}")
         if state is not None:
-            expected = ((batch, self.d_inner, self.d_conv), (batch, self.d_inner, self.d_state))
-            got = tuple(tuple(s.shape) for s in state)
-            if got != expected:
-                raise ValueError(f"state must be MambaState(conv {expected[0]}, ssm {expected[1]}), got {got}")
+            self._check_state(state, batch)
+
+    def _check_state(self, state, batch):
+        expected = ((batch, self.d_inner, self.d_conv), (batch, self.d_inner, self.d_state))
+        got = tuple(tuple(s.shape) for s in state) if isinstance(state, tuple) else type(state).__name__
+        if got != expected:
+            raise ValueError(f"state must be MambaState(conv {expected[0]}, ssm {expected[1]}), got {got}")

@@ -16,6 +16,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from models.mamba.selective_scan import skip_and_gate
+
 RESET_EXPONENT = 128.0  # exp(-128) underflows to exactly 0 in float32 (smallest subnormal ~1.4e-45)
 
 
@@ -24,7 +26,7 @@ def mamba_ssm_available() -> bool:
     """True when mamba_ssm and its compiled CUDA extension import (it cannot without CUDA)."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except (ImportError, OSError):
+    except (ImportError, OSError, RuntimeError):  # no extension, or one built for another CUDA
         return False
     return True
 
@@ -62,9 +64,4 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     y, last_state = selective_scan_fn(
         to_kernel(kernel_u), to_kernel(kernel_dt), A.float(), to_kernel(B), to_kernel(C),
         None, None, None, False, return_last_state=True)
-    y = to_kernel(y).float()
-    if D is not None:
-        y = y + u.float() * D.float()
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(u.dtype), last_state.detach()
+    return skip_and_gate(to_kernel(y).float(), u, D, z), last_state.detach()

@@ -31,7 +31,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         drive = torch.cat([first, drive[:, 1:]], 1)
     states = linear_recurrence(decay, drive, dim=1)  # (B, L, E, N)
     y = torch.einsum("blen,bln->ble", states, C)
-    return _output(y, u, D, z), states[:, -1].detach()
+    return skip_and_gate(y, u, D, z), states[:, -1].detach()
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
@@ -40,10 +40,10 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     decay, drive, C, compute_dtype = _discretize(u, delta, A, B, C, delta_bias, delta_softplus, is_first)
     state = decay.new_zeros(decay[:, 0].shape) if initial_state is None else initial_state.to(compute_dtype)
     ys = []
-    for t in range(u.shape[1]):
-        state = decay[:, t] * state + drive[:, t]
-        ys.append(torch.einsum("ben,bn->be", state, C[:, t]))
-    return _output(torch.stack(ys, 1), u, D, z), state.detach()
+    for decay_t, drive_t, C_t in zip(decay.unbind(1), drive.unbind(1), C.unbind(1)):
+        state = decay_t * state + drive_t
+        ys.append(torch.einsum("ben,bn->be", state, C_t))
+    return skip_and_gate(torch.stack(ys, 1), u, D, z), state.detach()
 
 
 def _discretize(u, delta, A, B, C, delta_bias, delta_softplus, is_first):
@@ -61,7 +61,8 @@ def _discretize(u, delta, A, B, C, delta_bias, delta_softplus, is_first):
     return decay, drive, C, compute_dtype
 
 
-def _output(y, u, D, z):
+def skip_and_gate(y, u, D, z):
+    """(y + D u) * silu(z), computed in y's dtype, returned in u's."""
     if D is not None:
         y = y + u.to(y.dtype) * D.to(y.dtype)
     if z is not None:

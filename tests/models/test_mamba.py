@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.mamba import Mamba, MambaState, mamba_ssm_available, selective_scan, selective_scan_cuda, selective_scan_ref
+from models.mamba import Mamba, mamba_ssm_available, selective_scan, selective_scan_cuda, selective_scan_ref
 
 F64 = torch.float64
 
@@ -165,6 +165,8 @@ def test_parameter_layout_and_initialisation_follow_mamba_ssm():
     (lambda m: m(torch.zeros(2, 0, 6)), r"x of shape \(B, L >= 1, d_model=6\)"),
     (lambda m: m(torch.zeros(2, 5, 6), torch.zeros(2, 5)), r"is_first must be a bool tensor of shape \(B, L\)"),
     (lambda m: m.forward_with_state(torch.zeros(2, 5, 6), m.initial_state(3)), r"state must be MambaState"),
+    (lambda m: m.step(torch.zeros(2, 1, 6), m.initial_state(2)), r"step needs x of shape \(B, d_model=6\)"),
+    (lambda m: m.step(torch.zeros(2, 6), m.initial_state(2)[0]), r"state must be MambaState"),
     (lambda m: Mamba(0), "positive sizes"),
 ])
 def test_bad_inputs_raise_one_clear_error(call, message):
@@ -185,7 +187,8 @@ def stand_in_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_so
     delta = F.softplus(delta) if delta_softplus else delta
     h, ys = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32), []
     for t in range(u.shape[2]):
-        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t].float())[..., None] * B[:, None, :, t]
+        drive = (delta[:, :, t] * u[:, :, t].float())[..., None] * B[:, None, :, t]
+        h = torch.exp(delta[:, :, t, None] * A) * h + drive
         ys.append((h * C[:, None, :, t]).sum(-1))
     y = torch.stack(ys, -1) + (0 if D is None else u.float() * D[:, None])
     y = (y if z is None else y * F.silu(z.float())).to(u.dtype)
