@@ -1,5 +1,6 @@
-"""Every shipped gin file parses together with gin/quick.gin and builds its Experiment; every
-experiment file builds its world model and agent for the suite it names."""
+"""Every shipped gin file parses together with gin/quick.gin: experiments (top-level files that
+include gin/base.gin) build their Experiment, world model and agent; overlays (the other top-level
+files) apply on top of an experiment; fragments (base.gin and the files in subfolders) parse."""
 import gin
 import pytest
 import torch
@@ -8,8 +9,11 @@ from harness import config
 from models.world_model import WorldModel
 
 GIN_DIR = config.REPO_ROOT / "gin"
-EXPERIMENT_FILES = sorted(p.relative_to(config.REPO_ROOT).as_posix() for p in GIN_DIR.glob("*.gin")
-                          if p.name not in ("base.gin", "quick.gin"))
+TOP_LEVEL = sorted(p for p in GIN_DIR.glob("*.gin") if p.name != "base.gin")
+EXPERIMENT_FILES = [p.relative_to(config.REPO_ROOT).as_posix() for p in TOP_LEVEL
+                    if "include 'gin/base.gin'" in p.read_text()]
+OVERLAYS = [p.relative_to(config.REPO_ROOT).as_posix() for p in TOP_LEVEL
+            if "include 'gin/base.gin'" not in p.read_text()]
 FRAGMENTS = sorted(p.relative_to(config.REPO_ROOT).as_posix() for p in GIN_DIR.rglob("*.gin")
                    if p.parent != GIN_DIR or p.name == "base.gin")
 MODEL_EXPERIMENTS = [f"gin/{model}_{suite}.gin" for model in ("kalmamba", "rssm", "vrkn")
@@ -26,6 +30,7 @@ def _clear_gin():
 
 def test_the_six_model_experiments_are_shipped():
     assert set(MODEL_EXPERIMENTS) <= set(EXPERIMENT_FILES)
+    assert "gin/quick.gin" in OVERLAYS
 
 
 @pytest.mark.parametrize("path", EXPERIMENT_FILES)
@@ -35,6 +40,12 @@ def test_experiment_file_parses_with_quick_and_builds_its_experiment(path):
     spec = experiment.spec()
     assert spec["method"] == path.split("/")[-1].split("_")[0]
     assert spec["suite"] in OBS_SHAPE and spec["context_length"] == 32
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_applies_on_top_of_an_experiment(overlay):
+    config.parse(["gin/kalmamba_noisy.gin", overlay, "gin/quick.gin"])
+    assert config.make_experiment().method == "kalmamba"
 
 
 @pytest.mark.parametrize("path", FRAGMENTS)
