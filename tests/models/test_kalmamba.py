@@ -107,6 +107,25 @@ def test_regulariser_is_the_mahalanobis_distance_with_the_filter_side_stopped():
     torch.testing.assert_close(weighted._regularisers(inference)[0], 2.5 * expected, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("detach", [True, False])
+def test_backbone_reads_the_latent_observations_as_data_by_default(detach):
+    """With detach_backbone_input the regulariser trains the backbone and the transition net only;
+    without it, its gradient also reaches the encoder and the observation head."""
+    model = make_model(detach_backbone_input=detach).double()
+    batch = make_batch()
+    inference = model._infer(batch["obs"], batch["prev_action"], batch["is_first"], None)
+    value, _ = model._regularisers(inference)
+    value.backward()
+    for name, param in model.named_parameters():
+        reached = param.grad is not None and param.grad.abs().sum() > 0
+        if name.startswith(("input_net.", "mamba.", "backbone_output.")):
+            assert reached, name
+        elif name.startswith(("encoder.", "obs_head.")):
+            assert reached != detach, name
+        else:  # decoder, reward head, transition net, initial belief: no path from m_t
+            assert not reached, name
+
+
 @pytest.mark.parametrize("split", [1, 5, 12])
 def test_observe_continues_from_a_state_exactly(split):
     """Two chunks (the second starting from the first's last state) equal one pass, resets included;
@@ -238,12 +257,13 @@ def test_learns_a_diagonal_linear_gaussian_system():
       * its ELBO per step (eval mode) rises from more than 1 nat below the true model's log-likelihood
         per step to within 0.25 nats of it;
       * its filtered means, mapped to the true state by a least-squares affine fit (fit on one set,
-        scored on another), beat the raw observations under the same fit (MSE < 0.85x) and the
-        untrained model. The fit removes the latent space's arbitrary scale, rotation and offset and
+        scored on another), beat the raw observations under the same fit (MSE < 0.75x) and the
+        untrained model (< 0.8x). The fit removes the latent space's arbitrary scale, rotation and offset and
         gives the raw observations their best per-step linear estimate, so the filter wins only by
         using dynamics and actions across time.
-    Measured MSE ratios to the raw observations: 0.55-0.76 over data/initialisation seeds 0-3 (0.58
-    for the seed used here); the true-parameter filter reaches about 0.45."""
+    Measured MSE ratios to the raw observations: 0.52-0.64 over data/initialisation seeds 0-3 (0.53
+    for the seed used here), ELBO 0.02-0.13 nats below the true log-likelihood; the true-parameter
+    filter reaches an MSE ratio of about 0.45."""
     torch.set_num_threads(1)
     model = make_model(obs_dim=2, action_dim=1, latent_dim=2, hidden_dim=16, d_state=4, dropout=0.0,
                        free_nats=0.0, reward_scale=0.0, encoder_fn=_IdentityEncoder,
@@ -275,7 +295,7 @@ def test_learns_a_diagonal_linear_gaussian_system():
 
     assert elbo_before < true_ll - 1.0 < elbo_after - 0.75, (elbo_before, elbo_after, true_ll)
     raw_mse = _affine_fit_mse(fit_batch["obs"], fit_x, score_batch["obs"], score_x)
-    assert mse_after < 0.85 * raw_mse and mse_after < mse_before, (mse_before, mse_after, raw_mse)
+    assert mse_after < 0.75 * raw_mse and mse_after < 0.8 * mse_before, (mse_before, mse_after, raw_mse)
     true_mean = (_true_filter(fit_batch).filtered_mean, _true_filter(score_batch).filtered_mean)
     assert _affine_fit_mse(true_mean[0], fit_x, true_mean[1], score_x) < mse_after  # sanity: the optimum
 
