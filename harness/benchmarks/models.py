@@ -6,6 +6,9 @@ observation and action shapes. One timed call is `LatentSAC.update` on a random 
 batch (B, T) already on the device: world-model loss, backward, Adam step, then the SAC critic,
 actor and temperature updates on the detached filtered features. Every time is the median wall
 clock of --repeats calls after --warmup calls, with the device synchronised before the clock stops.
+--model-only times the world-model half alone (loss, backward, gradient clip, Adam step): the SAC
+half works on B (T - 1) transitions of the same feature size for every model, so it adds the same
+O(B T) cost to each of them.
 
 Prints one markdown table per device and suite: a row per T, the milliseconds of each model side
 by side, then each model's time divided by KalMamba's (when KalMamba is measured), and finally the
@@ -71,6 +74,8 @@ def _parse(argv):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-ms", type=float, default=None,
                         help="skip a model's longer T once one update took longer than this")
+    parser.add_argument("--model-only", action="store_true",
+                        help="time only the world-model update (loss, backward, clip, Adam step)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -118,18 +123,30 @@ def random_batch(batch_size, length, shapes, device, generator):
     return {key: value.to(device) for key, value in batch.items()}
 
 
+def model_update(agent, batch):
+    """The world-model half of `LatentSAC.update`: loss, backward, gradient clip and Adam step."""
+    agent.world_model.train()
+    loss, _, _ = agent.world_model.loss(batch)
+    agent.model_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(agent.world_model.parameters(), agent.model_grad_clip)
+    agent.model_opt.step()
+
+
 def _time_update_ms(agent, batch, device, args):
+    update = (lambda: model_update(agent, batch)) if args.model_only else (lambda: agent.update(batch))
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     for _ in range(args.warmup):
-        agent.update(batch)
+        update()
     sync()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        agent.update(batch)
+        update()
         sync()
         times.append(1e3 * (time.perf_counter() - start))
     return statistics.median(times)
@@ -163,8 +180,9 @@ def _table(args, suite, shapes, device):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     obs_shape, _, action_dim = shapes
+    what = "world-model update only" if args.model_only else "world-model + SAC update"
     print(f"\n### {name} ({device.type}{threads}); suite {suite}, obs {obs_shape}, A={action_dim}; "
-          f"batch {args.batch}; ms per update (median of {args.repeats} after {args.warmup} warm-up)\n")
+          f"batch {args.batch}; ms per {what} (median of {args.repeats} after {args.warmup} warm-up)\n")
     results = _measure(args, suite, shapes, device)
     others = [m for m in args.models if m != REFERENCE] if REFERENCE in args.models else []
     header = ["T"] + [f"{m} ms" for m in args.models] + [f"{m} / {REFERENCE}" for m in others]

@@ -46,3 +46,27 @@ def test_user_errors_exit_2_with_one_line(capsys, argv, message):
     assert bench.main(["models", "--devices", "cpu", "--lengths", "3", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_only_times_the_world_model_half(capsys):
+    status = bench.main(["models", "--devices", "cpu", "--models", "kalmamba", "--lengths", "3", "--batch", "1",
+                         "--gin", "gin/quick.gin", "--repeats", "1", "--warmup", "0", "--model-only"])
+    out = capsys.readouterr().out
+    assert status == 0 and "ms per world-model update only" in out
+    assert re.search(r"\| 3 \| [\d.]+ \|", out)
+
+
+def test_model_update_steps_the_world_model_and_leaves_sac_alone():
+    import torch
+
+    from harness.benchmarks import models as benchmark
+
+    args = benchmark._parse(["--gin", "gin/quick.gin", "--lengths", "4", "--batch", "2"])
+    shapes = ((5,), False, 1)
+    agent = benchmark._build_agent(args, "noisy_state", shapes, torch.device("cpu"), "vrkn")
+    batch = benchmark.random_batch(2, 4, shapes, torch.device("cpu"), torch.Generator().manual_seed(0))
+    model_before = [p.detach().clone() for p in agent.world_model.parameters()]
+    sac_before = [p.detach().clone() for p in agent.sac.parameters()]
+    benchmark.model_update(agent, batch)
+    assert any(not torch.equal(a, b) for a, b in zip(model_before, agent.world_model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(sac_before, agent.sac.parameters()))
