@@ -15,6 +15,9 @@ CONFIGURABLE_MODULES = (
     "envs",
     "agents.latent_sac",
     "models.identity",
+    "models.rssm",
+    "models.kalmamba",
+    "models.vrkn",
     "harness.experiment",
 )
 

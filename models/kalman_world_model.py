@@ -1,0 +1,232 @@
+r"""What KalMamba and VRKN share: a diagonal linear-Gaussian latent chain observed through the encoder,
+Kalman filtering for acting, RTS smoothing and the tight ELBO for training.
+
+Generative model per latent dimension (latent size Z; tensors (B, T, Z)):
+
+    z_t = N(mean0, var0)                          at t = 0 and wherever is_first[t]
+    z_t = A_{t-1} z_{t-1} + b_{t-1} + N(0, Q_{t-1})   otherwise (A, b, Q from the model's transition)
+    w_t = z_t + N(0, R_t)                         (w_t, R_t) = observation head(encoder(o_t)), H = I
+    o_t ~ N(decoder(z_t), I),   r_t ~ N(reward_head(z_t), 1)
+
+The subclass supplies the transition (A_t, b_t, Q_t) and the filter (`_infer`); this class supplies
+the latent observation (w, R), the learned initial belief, the features and the loss
+
+    loss = mean_{b,t} [ -log p(o_t | z_t) - reward_scale log p(r_t | z_t) + max(kl_t, free_nats) ]
+           + subclass regularisers,
+
+with z_t drawn from the smoothed marginal N(mu^s_t, P^s_t) by reparameterisation in train mode (its
+mean in eval mode) and kl_t the tight-bound KL of `models.tight_elbo` (clipped per (b, t) after
+summing over Z, as VRKN's free nats). The metric `model/elbo` is the unclipped, unscaled bound per
+step: mean [log p(o_t | z_t) + log p(r_t | z_t) - kl_t]. Smoothing is the time-parallel RTS
+smoother for both models: it has no parameters and no sequential dependency of its own.
+
+Features for the actor and critic: concat(filtered mean, log filtered variance), 2 Z values; the log
+puts variances spanning decades on one scale.
+
+Bounded activations (VRKN's parameterisation): a quantity x in [low, high] with value `init` at a
+zero network output is  low + (high - low) sigmoid(raw + logit((init - low) / (high - low))); a
+variance with a floor is  softplus(raw + softplus^-1(init - floor)) + floor.
+"""
+import abc
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models import networks
+from models.kalman import FilterResult, kalman_smoother
+from models.tight_elbo import tight_kl
+from models.world_model import Belief, WorldModel
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _softplus_inverse(x: float) -> float:
+    return x + math.log(-math.expm1(-x))
+
+
+class BoundedSigmoid(nn.Module):
+    """raw (...) -> low + (high - low) sigmoid(raw + shift), equal to `init` at raw = 0."""
+
+    def __init__(self, low: float, high: float, init: float):
+        super().__init__()
+        if not low < init < high:
+            raise ValueError(f"bounds must satisfy low < init < high, got low={low}, init={init}, high={high}")
+        self.low, self.high, self.shift = float(low), float(high), _logit((init - low) / (high - low))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.low + (self.high - self.low) * torch.sigmoid(raw + self.shift)
+
+
+class FlooredSoftplus(nn.Module):
+    """raw (...) -> softplus(raw + shift) + floor, equal to `init` at raw = 0."""
+
+    def __init__(self, init: float, floor: float):
+        super().__init__()
+        if not 0.0 < floor < init:
+            raise ValueError(f"variance bounds must satisfy 0 < floor < init, got floor={floor}, init={init}")
+        self.floor, self.shift = float(floor), _softplus_inverse(init - floor)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.softplus(raw + self.shift) + self.floor
+
+
+class TransitionActivation(nn.Module):
+    """raw (..., 3 Z) -> (A, b, Q), each (..., Z): A and Q through `BoundedSigmoid`, b as is."""
+
+    def __init__(self, scale_bounds, scale_init: float, var_bounds, var_init: float):
+        super().__init__()
+        self.scale = BoundedSigmoid(scale_bounds[0], scale_bounds[1], scale_init)
+        self.var = BoundedSigmoid(var_bounds[0], var_bounds[1], var_init)
+
+    def forward(self, raw: torch.Tensor):
+        raw_scale, offset, raw_var = raw.chunk(3, dim=-1)
+        return self.scale(raw_scale), offset, self.var(raw_var)
+
+
+class Inference(NamedTuple):
+    """What a subclass's `_infer` returns for a sequence (B, T).
+
+    beliefs: filtered beliefs (B, T, ...); last_state: belief after the last step (B, ...);
+    filtered: the Kalman filter's marginals; A, b, Q: (B, T, Z) transitions *out of* each step
+    (z_t -> z_{t+1}, the last one unused), as given to the filter; restart: (B, T) bool, the steps
+    whose prior is the initial belief (step 0 of a fresh sequence and every is_first).
+    """
+
+    beliefs: Belief
+    last_state: Belief
+    filtered: FilterResult
+    A: torch.Tensor
+    b: torch.Tensor
+    Q: torch.Tensor
+    restart: torch.Tensor
+
+
+class KalmanWorldModel(WorldModel, abc.ABC):
+    """Base of KalMamba and VRKN (module docstring). Subclasses implement `_infer`, `step` and
+    `initial_state` (extending this class's), and may add `_regularisers`."""
+
+    def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
+                 obs_var_init: float = 1.0, obs_var_min: float = 0.01, initial_var_init: float = 1.0,
+                 initial_var_min: float = 0.001, free_nats: float = 3.0, reward_scale: float = 10.0):
+        super().__init__()
+        name = type(self).__name__
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        if len(self.obs_shape) not in (1, 3):
+            raise ValueError(f"{name} needs obs_shape (D,) or (C, 64, 64), got {self.obs_shape}")
+        for arg, value in [("action_dim", action_dim), ("latent_dim", latent_dim)]:
+            if int(value) < 1:
+                raise ValueError(f"{name} needs {arg} >= 1, got {value}")
+        if free_nats < 0.0 or reward_scale < 0.0:
+            raise ValueError(f"{name} needs free_nats >= 0 and reward_scale >= 0, got {free_nats} and {reward_scale}")
+        self.action_dim, self.latent_dim = int(action_dim), int(latent_dim)
+        self.free_nats, self.reward_scale = float(free_nats), float(reward_scale)
+        self.feature_dim = 2 * self.latent_dim
+
+        self.encoder = (encoder_fn or networks.default_encoder_fn)(self.obs_shape)
+        self.obs_head = nn.Linear(self.encoder.embed_dim, 2 * self.latent_dim)
+        self.obs_var = FlooredSoftplus(obs_var_init, obs_var_min)
+        self.decoder = (decoder_fn or networks.default_decoder_fn)(self.latent_dim, self.obs_shape)
+        self.reward_head = networks.RewardHead(self.latent_dim)
+        self.initial_mean = nn.Parameter(torch.zeros(self.latent_dim))
+        self.initial_var_raw = nn.Parameter(torch.zeros(self.latent_dim))
+        self.initial_var = FlooredSoftplus(initial_var_init, initial_var_min)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def initial_belief(self):
+        """(mean0, var0), each (Z,)."""
+        return self.initial_mean, self.initial_var(self.initial_var_raw)
+
+    def latent_observation(self, obs):
+        """obs (B, T, *obs_shape) -> (w, R), each (B, T, Z): the observation of z_t and its variance."""
+        w, raw_var = self.obs_head(self.encoder(obs)).chunk(2, dim=-1)
+        return w, self.obs_var(raw_var)
+
+    # -- interface -------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Belief:
+        """The initial belief N(mean0, var0), and `reset` = True: the next step restarts (B, ...)."""
+        mean0, var0 = self.initial_belief()
+        return {"mean": mean0.detach().expand(batch_size, -1).clone(),
+                "var": var0.detach().expand(batch_size, -1).clone(),
+                "reset": torch.ones(batch_size, dtype=torch.bool, device=mean0.device)}
+
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None):
+        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T) -> (beliefs (B, T, ...), last (B, ...))."""
+        self._check_inputs(obs, prev_action, is_first)
+        inference = self._infer(obs, prev_action, is_first, state)
+        return inference.beliefs, inference.last_state
+
+    def features(self, belief: Belief) -> torch.Tensor:
+        """concat(mean, log var): (..., 2 Z)."""
+        return torch.cat([belief["mean"], torch.log(belief["var"])], dim=-1)
+
+    def loss(self, batch: dict[str, torch.Tensor]):
+        """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
+        missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
+        if missing:
+            raise ValueError(f"{type(self).__name__}.loss needs batch keys {sorted(missing)}")
+        obs, reward = batch["obs"], batch["reward"]
+        self._check_inputs(obs, batch["prev_action"], batch["is_first"])
+        inference = self._infer(obs, batch["prev_action"], batch["is_first"], None)
+        smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q,
+                                   parallel=True, is_first=inference.restart)
+        mean, var = smoothed.smoothed_mean, smoothed.smoothed_var
+        z = mean + var.sqrt() * torch.randn_like(mean) if self.training else mean
+        obs_ll = self.decoder.log_likelihood(z, obs)
+        reward_ll = self.reward_head.log_likelihood(z, reward)
+        mean0, var0 = self.initial_belief()
+        kl = tight_kl(inference.filtered.filtered_var, mean, var, inference.A, inference.b, inference.Q,
+                      mean0, var0, inference.restart)
+        kl_loss = kl.clamp(min=self.free_nats).mean()
+        extra_loss, metrics = self._regularisers(inference)
+        loss = kl_loss - obs_ll.mean() - self.reward_scale * reward_ll.mean() + extra_loss
+        metrics.update({
+            "model/loss": loss.detach(),
+            "model/elbo": (obs_ll + reward_ll - kl).mean().detach(),
+            "model/obs_log_likelihood": obs_ll.mean().detach(),
+            "model/reward_log_likelihood": reward_ll.mean().detach(),
+            "model/kl": kl.mean().detach(),
+            "model/kl_loss": kl_loss.detach(),
+            "model/transition_scale": inference.A.mean().detach(),
+            "model/transition_var": inference.Q.mean().detach(),
+            "model/filtered_var": inference.filtered.filtered_var.mean().detach(),
+            "model/smoothed_var": var.mean().detach(),
+        })
+        return loss, metrics, inference.beliefs
+
+    # -- for subclasses ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
+        """Filter a checked sequence from `state` (None: `initial_state`); see `Inference`."""
+
+    def _regularisers(self, inference: Inference):
+        """(scalar added to the loss, metrics dict); none by default."""
+        return inference.filtered.filtered_mean.new_zeros(()), {}
+
+    def _restarts(self, is_first, state: Belief | None):
+        """(B, T) bool: is_first, plus step 0 where the state says the next step restarts."""
+        restart = is_first.clone()
+        if state is None:
+            restart[:, 0] = True
+        elif "reset" in state:
+            restart[:, 0] |= state["reset"].to(restart.device)
+        return restart
+
+    def _check_inputs(self, obs, prev_action, is_first) -> None:
+        """One clear error for sequences that do not match the model (shapes as in `observe`)."""
+        if not torch.is_tensor(is_first) or is_first.dim() != 2 or is_first.dtype != torch.bool:
+            got = f"{is_first.dtype} {tuple(is_first.shape)}" if torch.is_tensor(is_first) else type(is_first).__name__
+            raise ValueError(f"is_first must be a bool tensor of shape (B, T), got {got}")
+        batch_time = tuple(is_first.shape)
+        if batch_time[1] < 1:
+            raise ValueError("sequences need at least one step (T >= 1)")
+        if tuple(obs.shape) != batch_time + self.obs_shape:
+            raise ValueError(f"obs must have shape {batch_time + self.obs_shape} (B, T, *obs_shape), "
+                             f"got {tuple(obs.shape)}")
+        if tuple(prev_action.shape) != batch_time + (self.action_dim,):
+            raise ValueError(f"prev_action must have shape {batch_time + (self.action_dim,)} (B, T, A), "
+                             f"got {tuple(prev_action.shape)}")
