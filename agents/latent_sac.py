@@ -1,0 +1,97 @@
+"""SAC on the filtered beliefs of any `WorldModel`: the one agent every method shares.
+
+One update on a replay batch (B, T):
+  1. world model: loss(batch) -> one optimizer step (skipped for models without parameters);
+  2. SAC on the transitions (f_t, a_{t+1}^prev, r_{t+1}, f_{t+1}) between consecutive filtered
+     features f_t = features(belief_t), detached from the model; a transition is valid unless
+     obs_{t+1} starts a new episode, and its discount is 0 when obs_{t+1} is terminal.
+"""
+import gin
+import numpy as np
+import torch
+
+from agents.sac import SAC
+
+
+@gin.configurable
+class LatentSAC:
+    """Acts with `world_model.step` + SAC actor; trains both from replay sequences."""
+
+    def __init__(self, world_model, action_dim, sac=SAC, model_lr=3e-4, model_grad_clip=100.0,
+                 model_eps=1e-8):
+        self.world_model = world_model
+        self.sac = sac(feature_dim=world_model.feature_dim, action_dim=action_dim)
+        params = [p for p in world_model.parameters() if p.requires_grad]
+        self.model_opt = torch.optim.Adam(params, lr=model_lr, eps=model_eps) if params else None
+        self.model_grad_clip = model_grad_clip
+        self.action_dim = action_dim
+
+    def to(self, device):
+        self.world_model.to(device)
+        self.sac.to(device)
+        return self
+
+    @property
+    def device(self):
+        return self.sac.log_alpha.device
+
+    # -- acting --------------------------------------------------------------------------------
+    def initial_state(self, batch_size=1):
+        return self.world_model.initial_state(batch_size)
+
+    @torch.no_grad()
+    def act(self, state, obs, prev_action, is_first, deterministic=False):
+        """One env step for a batch of envs: obs (B, *obs_shape) numpy -> (action (B, A) numpy, state)."""
+        self.world_model.eval()
+        device = self.device
+        obs = torch.as_tensor(np.asarray(obs), device=device)
+        prev_action = torch.as_tensor(np.asarray(prev_action), dtype=torch.float32, device=device)
+        is_first = torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=device)
+        state = self.world_model.step(state, obs, prev_action, is_first)
+        action = self.sac.act(self.world_model.features(state), deterministic)
+        return action.cpu().numpy(), state
+
+    # -- learning ------------------------------------------------------------------------------
+    def update(self, batch):
+        """batch: dict of numpy arrays (B, T, ...) from the replay. Returns a dict of scalar tensors."""
+        batch = {key: torch.as_tensor(value, device=self.device) for key, value in batch.items()}
+        self.world_model.train()
+        loss, metrics, beliefs = self.world_model.loss(batch)
+        if self.model_opt is not None:
+            self.model_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), self.model_grad_clip)
+            self.model_opt.step()
+            metrics["model/grad_norm"] = grad_norm.detach()
+        metrics["model/loss"] = loss.detach()
+
+        features = self.world_model.features({k: v.detach() for k, v in beliefs.items()})
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, T-1, ...) -> (N, ...)
+        metrics.update(self.sac.update(
+            features=flat(features[:, :-1]),
+            action=flat(batch["prev_action"][:, 1:].float()),
+            reward=flat(batch["reward"][:, 1:].float()),
+            next_features=flat(features[:, 1:]),
+            discount=flat(1.0 - batch["is_terminal"][:, 1:].float()),
+            mask=flat(~batch["is_first"][:, 1:])))
+        return metrics
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self):
+        return {
+            "world_model": self.world_model.state_dict(),
+            "sac": self.sac.state_dict(),
+            "model_opt": self.model_opt.state_dict() if self.model_opt else None,
+            "actor_opt": self.sac.actor_opt.state_dict(),
+            "critic_opt": self.sac.critic_opt.state_dict(),
+            "alpha_opt": self.sac.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state):
+        self.world_model.load_state_dict(state["world_model"])
+        self.sac.load_state_dict(state["sac"])
+        if self.model_opt is not None:
+            self.model_opt.load_state_dict(state["model_opt"])
+        self.sac.actor_opt.load_state_dict(state["actor_opt"])
+        self.sac.critic_opt.load_state_dict(state["critic_opt"])
+        self.sac.alpha_opt.load_state_dict(state["alpha_opt"])

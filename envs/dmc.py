@@ -1,0 +1,113 @@
+"""A dm_control task behind a Gymnasium-style interface, with action repeat and action noise."""
+import numpy as np
+
+from envs import suites
+
+
+class DMCEnv:
+    """One agent step = the same action applied for `action_repeat` env steps.
+
+    Actions a live in [-1, 1]^A (inputs outside are clipped). With action noise (std sigma, drawn
+    once per agent step and held over its repeat, as in VRKN's transition-noise wrapper)
+
+        a' = clip(a + eps, -1, 1),   eps ~ N(0, sigma^2 I),
+
+    and the simulator receives u = c + h * a' with c = (max + min) / 2, h = (max - min) / 2 of
+    dm_control's action spec: the identity where the spec is [-1, 1] (all tasks but quadruped,
+    whose bounds are [-1, 1.1] and [-0.8, 0.8] on some joints), so u stays inside the spec.
+
+    step(a) -> (obs, reward, terminated, truncated, info):
+        reward      sum of the env rewards over the repeat (fewer steps if the episode ends inside)
+        terminated  the task ended the episode (discount 0); never in DeepMind Control
+        truncated   the time limit ended it: after EPISODE_ENV_STEPS (1000) env steps
+        info        env_steps (env steps taken by this call), applied_action (a', float64 (A,)),
+                    plus the observation function's entries (true_obs for noisy states)
+    reset(seed=None) -> (obs, info): a new seed restarts every random stream (initial states,
+        observation and action noise) exactly as a new env with that seed; None continues them.
+
+    Attributes: obs_shape, obs_dtype (from `observation`), action_dim, action_repeat,
+    max_episode_steps (agent steps per episode), physics (the dm_control physics).
+    """
+
+    def __init__(self, dmc_env, observation, action_repeat: int, seed: int, action_noise_std: float = 0.0):
+        spec = dmc_env.action_spec()
+        low, high = np.asarray(spec.minimum, np.float64), np.asarray(spec.maximum, np.float64)
+        if spec.shape is None or len(spec.shape) != 1 or not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError(f"expected a bounded vector action spec, got {spec}")
+        self._env = dmc_env
+        self._observation = observation
+        self._center = np.broadcast_to((high + low) / 2, spec.shape).copy()
+        self._half_range = np.broadcast_to((high - low) / 2, spec.shape).copy()
+        self.action_noise_std = float(action_noise_std)
+        self.action_dim = int(spec.shape[0])
+        self.action_repeat = int(action_repeat)
+        self.max_episode_steps = -(-suites.EPISODE_ENV_STEPS // self.action_repeat)  # ceil
+        self.obs_shape = tuple(observation.shape)
+        self.obs_dtype = observation.dtype
+        self._episode_over = True
+        self._reseed(check_seed(seed))
+
+    @property
+    def physics(self):
+        return self._env.physics
+
+    def _reseed(self, seed: int) -> None:
+        self._env.task.random.seed(seed)  # initial states of dm_control's task
+        observation_seed, action_seed = np.random.SeedSequence(seed).spawn(2)
+        self._observation.reseed(np.random.default_rng(observation_seed))
+        self._action_rng = np.random.default_rng(action_seed)
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self._reseed(check_seed(seed))
+        time_step = self._env.reset()
+        self._episode_over = False
+        obs, extra = self._observation(time_step.observation)
+        return obs, {"env_steps": 0, **extra}
+
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._episode_over:
+            raise RuntimeError("the episode is over (or never started): call reset() before step()")
+        applied = self._applied_action(action)
+        command = self._center + self._half_range * applied
+        reward, env_steps = 0.0, 0
+        for _ in range(self.action_repeat):
+            time_step = self._env.step(command)
+            reward += float(time_step.reward)
+            env_steps += 1
+            if time_step.last():
+                break
+        self._episode_over = time_step.last()
+        terminated = self._episode_over and time_step.discount == 0.0
+        truncated = self._episode_over and not terminated
+        obs, extra = self._observation(time_step.observation)
+        info = {"env_steps": env_steps, "applied_action": applied, **extra}
+        return obs, reward, bool(terminated), bool(truncated), info
+
+    def _applied_action(self, action) -> np.ndarray:
+        """a' = clip(clip(a, -1, 1) + eps, -1, 1); shape (A,), float64."""
+        try:
+            action = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action must be a numeric array of shape ({self.action_dim},)") from None
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"action must have shape ({self.action_dim},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        action = np.clip(action, -1.0, 1.0)
+        if self.action_noise_std > 0:
+            noise = self.action_noise_std * self._action_rng.standard_normal(self.action_dim)
+            action = np.clip(action + noise, -1.0, 1.0)
+        return action
+
+    def close(self) -> None:
+        """Frees the simulator and its rendering context; the env is unusable afterwards."""
+        self._episode_over = True
+        self._env.physics.free()
+
+
+def check_seed(seed) -> int:
+    """Returns `seed` as int if it is an integer in [0, 2**32), else raises ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)

@@ -1,0 +1,211 @@
+"""The training loop of one run, split into small steps (collect, update, evaluate, checkpoint).
+
+Everything happens at episode granularity: evaluations and checkpoints are taken at the end of the
+first training episode that reaches their env-step mark, so a checkpoint never has to store a
+simulator mid-episode. Evaluation marks are 0, eval_every, 2 eval_every, ... and the final step;
+with the default 1000-step episodes and eval_every a multiple of 1000 they fall exactly on the marks.
+Prefill (uniform random actions) also lasts whole episodes.
+
+Resuming restores networks, optimizers, replay, counters and RNG states from checkpoint/, and first
+truncates metrics.jsonl back to its length at that checkpoint, so an interrupted run ends with
+exactly the lines of an uninterrupted one.
+"""
+import collections
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import tqdm
+
+from agents.replay import ReplayBuffer
+from harness.experiment import Schedule
+from harness.tensorboard import TensorBoardWriter
+
+
+class Runner:
+    def __init__(self, experiment, run_dir, schedule=None, device="cpu", tensorboard=False,
+                 progress=True):
+        self.experiment = experiment
+        self.run_dir = run_dir
+        self.schedule = schedule or Schedule()
+        self.device = torch.device(device)
+        self.progress = progress
+        self.tensorboard = TensorBoardWriter(run_dir.path / "tb") if tensorboard else None
+        self._seed_everything(experiment.seed)
+        self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task, seed=experiment.seed)
+        self.eval_env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
+                                          seed=experiment.seed + 1_000_003)
+        world_model = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim)
+        self.agent = experiment.agent(world_model=world_model, action_dim=self.env.action_dim).to(self.device)
+        self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
+                                   self.env.action_dim)
+        self.rng = np.random.default_rng(experiment.seed)
+        self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0,
+                         "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
+                         "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0}
+        self.last_eval_return = float("nan")
+        self._train_metrics = collections.defaultdict(list)
+        self._episode_returns = []
+
+    # -- top level -------------------------------------------------------------------------------
+    def run(self):
+        """Train until `total_env_steps`, resuming from checkpoint/ when it exists."""
+        self._restore()
+        bar = self._progress_bar()
+        start, start_clock = time.perf_counter(), self.counters["wall_clock_s"]
+        try:
+            if self.counters["next_eval"] == 0:
+                self._evaluate(start_clock)
+            while self.counters["env_step"] < self.schedule.total_env_steps:
+                steps_before = self.counters["env_step"]
+                self._run_one_episode()
+                clock = start_clock + time.perf_counter() - start
+                bar.update(self.counters["env_step"] - steps_before)
+                self._end_of_episode(clock)
+                bar.set_postfix(eval_return=f"{self.last_eval_return:.1f}",
+                                sps=f"{self.counters['env_step'] / max(clock, 1e-9):.0f}")
+        finally:
+            bar.close()
+            if self.tensorboard:
+                self.tensorboard.close()
+        self.counters["wall_clock_s"] = start_clock + time.perf_counter() - start
+        return self.counters
+
+    def _end_of_episode(self, clock):
+        c, s = self.counters, self.schedule
+        c["wall_clock_s"] = clock
+        if c["env_step"] >= c["next_log"]:
+            self._log_train(clock)
+        finished = c["env_step"] >= s.total_env_steps
+        if c["env_step"] >= c["next_eval"] or finished:
+            self._evaluate(clock)
+            self._checkpoint()
+        elif c["env_step"] >= c["next_checkpoint"]:
+            self._checkpoint()
+
+    # -- collecting ------------------------------------------------------------------------------
+    def _run_one_episode(self):
+        c = self.counters
+        random_policy = c["env_step"] < self.schedule.prefill_env_steps
+        obs, _ = self.env.reset(seed=self.experiment.seed * 100_003 + c["episodes"])
+        self.replay.add(obs, None, 0.0, is_first=True)
+        state = self.agent.initial_state(1)
+        prev_action = np.zeros(self.env.action_dim, np.float32)
+        is_first, episode_return, done = True, 0.0, False
+        while not done:
+            if random_policy:
+                action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
+            else:
+                action, state = self.agent.act(state, obs[None], prev_action[None], [is_first])
+                action = action[0]
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.replay.add(obs, action, reward, is_first=False, is_terminal=terminated)
+            c["env_step"] += info.get("env_steps", self.env.action_repeat)
+            c["agent_step"] += 1
+            episode_return += reward
+            prev_action, is_first, done = action, False, terminated or truncated
+            self._run_due_updates()
+        c["episodes"] += 1
+        self._episode_returns.append(episode_return)
+
+    def _run_due_updates(self):
+        s, c = self.schedule, self.counters
+        due = (c["env_step"] - s.prefill_env_steps) // s.env_steps_per_update
+        if due <= 0 or len(self.replay) < self.experiment.context_length:
+            return
+        while c["updates"] < due:
+            batch = self.replay.sample(s.batch_size, self.experiment.context_length, self.rng)
+            for key, value in self.agent.update(batch).items():
+                self._train_metrics[key].append(float(value))
+            c["updates"] += 1
+
+    # -- evaluating and logging -------------------------------------------------------------------
+    def _evaluate(self, clock):
+        c = self.counters
+        returns = [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+        self.last_eval_return = float(np.mean(returns))
+        record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
+                  "return_std": float(np.std(returns)), "returns": [float(r) for r in returns],
+                  "wall_clock_s": round(clock, 3)}
+        self.run_dir.append_metrics(record)
+        if self.tensorboard:
+            self.tensorboard.write(c["env_step"], {"eval/return": self.last_eval_return})
+        while c["next_eval"] <= c["env_step"]:
+            c["next_eval"] += self.schedule.eval_every
+
+    def _run_eval_episode(self, index):
+        evaluation = self.counters["env_step"] // max(self.schedule.eval_every, 1)
+        obs, _ = self.eval_env.reset(seed=self.experiment.seed * 7919 + evaluation * 1000 + index)
+        state = self.agent.initial_state(1)
+        prev_action = np.zeros(self.env.action_dim, np.float32)
+        is_first, total, done = True, 0.0, False
+        while not done:
+            action, state = self.agent.act(state, obs[None], prev_action[None], [is_first], deterministic=True)
+            obs, reward, terminated, truncated, _ = self.eval_env.step(action[0])
+            total += reward
+            prev_action, is_first, done = action[0], False, terminated or truncated
+        return total
+
+    def _log_train(self, clock):
+        c = self.counters
+        record = {"kind": "train", "env_step": c["env_step"], "agent_step": c["agent_step"],
+                  "updates": c["updates"], "episodes": c["episodes"],
+                  "env_steps_per_s": c["env_step"] / max(clock, 1e-9),
+                  "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
+        record.update({f"train/{k}" if not k.startswith("train/") else k: float(np.mean(v))
+                       for k, v in self._train_metrics.items()})
+        self.run_dir.append_metrics(record)
+        if self.tensorboard:
+            self.tensorboard.write(c["env_step"], {k: v for k, v in record.items()
+                                                   if k.startswith("train/") and v is not None})
+        self._train_metrics.clear()
+        self._episode_returns.clear()
+        while c["next_log"] <= c["env_step"]:
+            c["next_log"] += self.schedule.log_every
+
+    # -- checkpointing -----------------------------------------------------------------------------
+    def _checkpoint(self):
+        c = self.counters
+        while c["next_checkpoint"] <= c["env_step"]:
+            c["next_checkpoint"] += self.schedule.checkpoint_every
+        c["metrics_bytes"] = self.run_dir.metrics_size()
+        self.replay.save(self.run_dir.replay_dir)
+        self.run_dir.save_state({
+            "counters": dict(c),
+            "agent": self.agent.state_dict(),
+            "replay_total_added": self.replay.total_added,
+            "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        })
+        info = self.run_dir.read_info() or {}
+        self.run_dir.write_info(dict(info, env_steps=c["env_step"], wall_clock_s=round(c["wall_clock_s"], 3)))
+
+    def _restore(self):
+        state = self.run_dir.load_state(map_location=self.device)
+        if state is None:
+            self.run_dir.truncate_metrics(0)
+            return
+        self.counters.update(state["counters"])
+        self.agent.load_state_dict(state["agent"])
+        self.replay.load(self.run_dir.replay_dir, state["replay_total_added"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _progress_bar(self):
+        return tqdm.tqdm(total=self.schedule.total_env_steps, initial=self.counters["env_step"],
+                         unit="env step", disable=not self.progress, file=sys.stderr,
+                         mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)

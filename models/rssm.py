@@ -1,0 +1,203 @@
+"""Recurrent state-space model (PlaNet / Dreamer v1 Gaussian RSSM) behind the `WorldModel` interface.
+
+The latent state at time t is a deterministic GRU state h_t and a Gaussian stochastic state z_t:
+
+    h_t = GRU(h_{t-1}, f(z_{t-1}, a_{t-1}))                  deterministic path
+    p(z_t | h_t)      = N(mu^p_t, sigma^p_t)                 prior (from h_t only)
+    q(z_t | h_t, o_t) = N(mu^q_t, sigma^q_t)                 posterior (h_t and the embedding of o_t)
+    p(o_t | h_t, z_t), p(r_t | h_t, z_t)                     unit-variance Gaussian decoders
+
+with sigma = softplus(.) + min_std and f, the prior and posterior heads ELU MLPs. Where is_first[t]
+the carry (h_{t-1}, z_{t-1}) is replaced by `initial_state` (zeros) and a_{t-1} by zeros, so an
+episode start inside a sequence begins exactly like a fresh sequence.
+
+Loss per time step, averaged over (B, T): the negative ELBO with free nats and KL balancing,
+
+    loss = -log p(o_t | .) - log p(r_t | .)
+           + alpha     max(KL[sg(q) || p], free_nats)          (trains the prior)
+           + (1-alpha) max(KL[q || sg(p)], free_nats)          (trains the posterior)
+
+where sg is stop-gradient and the clip applies per (b, t), after summing the KL over the latent
+dimensions. Both terms have the value KL[q || p]; balancing only splits the gradient.
+
+The model is inherently sequential: `observe` is a Python loop over the same single step `step`
+uses. In train mode z_t is sampled by reparameterisation; in eval mode z_t = mu^q_t, so `observe`
+and successive `step`s agree exactly and acting is deterministic.
+"""
+import gin
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models import networks
+from models.world_model import Belief, WorldModel
+
+
+def gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
+    """KL[N(mean_q, std_q^2) || N(mean_p, std_p^2)] for diagonal Gaussians, summed over the last dim.
+
+    Per dimension: log(std_p / std_q) + (std_q^2 + (mean_q - mean_p)^2) / (2 std_p^2) - 1/2.
+    """
+    per_dim = (torch.log(std_p) - torch.log(std_q)
+               + (std_q.square() + (mean_q - mean_p).square()) / (2.0 * std_p.square()) - 0.5)
+    return per_dim.sum(-1)
+
+
+def balanced_kl_loss(post_mean, post_std, prior_mean, prior_std, free_nats: float, balance: float):
+    """KL term of the RSSM loss (module docstring): all inputs (B, T, Z).
+
+    Returns (scalar loss, KL[q || p] of shape (B, T), detached).
+    """
+    kl_for_prior = gaussian_kl(post_mean.detach(), post_std.detach(), prior_mean, prior_std)
+    kl_for_posterior = gaussian_kl(post_mean, post_std, prior_mean.detach(), prior_std.detach())
+    loss = (balance * kl_for_prior.clamp(min=free_nats).mean()
+            + (1.0 - balance) * kl_for_posterior.clamp(min=free_nats).mean())
+    return loss, kl_for_prior.detach()
+
+
+class _GaussianHead(nn.Module):
+    """x (..., in_dim) -> (mean, std), each (..., out_dim), std = softplus(.) + min_std."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, min_std: float):
+        super().__init__()
+        self.net = networks.mlp(in_dim, 2 * out_dim, hidden_dim, num_layers)
+        self.min_std = min_std
+
+    def forward(self, x):
+        mean, raw_std = self.net(x).chunk(2, dim=-1)
+        return mean, F.softplus(raw_std) + self.min_std
+
+
+@gin.configurable
+class RSSM(WorldModel):
+    """Gaussian RSSM with free nats and KL balancing (equations in the module docstring).
+
+    Args (defaults are the CoRAL RSSM+SAC configuration unless noted):
+        obs_shape: (D,) state vectors or (C, 64, 64) uint8 images.
+        action_dim: A.
+        encoder_fn, decoder_fn: factories from `models.networks`; None picks the default for obs_shape.
+        deter_dim: GRU state size, 200 (CoRAL; also PlaNet / Dreamer v1).
+        stoch_dim: Gaussian latent size, 64 (CoRAL; PlaNet / Dreamer v1 use 30).
+        hidden_dim, num_layers: width 400 and depth 2 of the ELU MLPs before the GRU, after it (prior)
+            and for the posterior (CoRAL).
+        free_nats: 1.0 (CoRAL; PlaNet / Dreamer v1 use 3.0), clipped per time step.
+        kl_balance: alpha = 0.8, the weight of the prior-training KL term (CoRAL, from Dreamer v2).
+        min_std: 0.1, lower bound of every standard deviation (CoRAL, Dreamer v1).
+    CoRAL trains this model with Adam, lr 3e-4 and gradient-norm clip 10; those live in the agent.
+
+    Belief (B, [T,] ...): deter h (deter_dim), stoch z carried to the next step (stoch_dim; a sample
+    in train mode, the posterior mean in eval mode), mean / std of the posterior, prior_mean /
+    prior_std of the prior. features = concat(h, posterior mean): deterministic given the history,
+    so the actor and critic see no sampling noise (CoRAL's "deterministic features" for SAC).
+    """
+
+    def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None,
+                 deter_dim: int = 200, stoch_dim: int = 64, hidden_dim: int = 400, num_layers: int = 2,
+                 free_nats: float = 1.0, kl_balance: float = 0.8, min_std: float = 0.1):
+        super().__init__()
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        if len(self.obs_shape) not in (1, 3):
+            raise ValueError(f"RSSM needs obs_shape (D,) or (C, 64, 64), got {self.obs_shape}")
+        for name, value in [("action_dim", action_dim), ("deter_dim", deter_dim), ("stoch_dim", stoch_dim),
+                            ("hidden_dim", hidden_dim), ("num_layers", num_layers)]:
+            if int(value) < 1:
+                raise ValueError(f"RSSM needs {name} >= 1, got {value}")
+        if not 0.0 <= kl_balance <= 1.0:
+            raise ValueError(f"RSSM needs kl_balance in [0, 1], got {kl_balance}")
+        if free_nats < 0.0 or min_std <= 0.0:
+            raise ValueError(f"RSSM needs free_nats >= 0 and min_std > 0, got {free_nats} and {min_std}")
+        self.action_dim, self.deter_dim, self.stoch_dim = int(action_dim), int(deter_dim), int(stoch_dim)
+        self.free_nats, self.kl_balance = float(free_nats), float(kl_balance)
+        self.feature_dim = self.deter_dim + self.stoch_dim
+
+        self.encoder = (encoder_fn or networks.default_encoder_fn)(self.obs_shape)
+        self.decoder = (decoder_fn or networks.default_decoder_fn)(self.feature_dim, self.obs_shape)
+        self.reward_head = networks.RewardHead(self.feature_dim)
+        self.transition_input = networks.mlp(self.stoch_dim + self.action_dim, hidden_dim, hidden_dim,
+                                             num_layers - 1, output_activation=nn.ELU)
+        self.gru = nn.GRUCell(hidden_dim, self.deter_dim)
+        self.prior_head = _GaussianHead(self.deter_dim, self.stoch_dim, hidden_dim, num_layers, min_std)
+        self.posterior_head = _GaussianHead(self.deter_dim + self.encoder.embed_dim, self.stoch_dim,
+                                            hidden_dim, num_layers, min_std)
+
+    def initial_state(self, batch_size: int) -> Belief:
+        """Zeros for h and z (PlaNet / Dreamer), unit std: (B, ...)."""
+        anchor = self.gru.weight_hh
+        deter = anchor.new_zeros(batch_size, self.deter_dim)
+        zeros, ones = anchor.new_zeros(batch_size, self.stoch_dim), anchor.new_ones(batch_size, self.stoch_dim)
+        return {"deter": deter, "stoch": zeros, "mean": zeros, "std": ones,
+                "prior_mean": zeros, "prior_std": ones}
+
+    def _filter_step(self, state: Belief, embed, prev_action, is_first) -> Belief:
+        """state (B, ...), embed (B, E), prev_action (B, A), is_first (B,) -> next belief (B, ...)."""
+        reset = is_first.bool().unsqueeze(-1)
+        initial = self.initial_state(embed.shape[0])
+        deter = torch.where(reset, initial["deter"], state["deter"])
+        stoch = torch.where(reset, initial["stoch"], state["stoch"])
+        action = torch.where(reset, torch.zeros_like(prev_action), prev_action).to(deter.dtype)
+
+        deter = self.gru(self.transition_input(torch.cat([stoch, action], -1)), deter)
+        prior_mean, prior_std = self.prior_head(deter)
+        mean, std = self.posterior_head(torch.cat([deter, embed.to(deter.dtype)], -1))
+        stoch = mean + std * torch.randn_like(std) if self.training else mean
+        return {"deter": deter, "stoch": stoch, "mean": mean, "std": std,
+                "prior_mean": prior_mean, "prior_std": prior_std}
+
+    def step(self, state: Belief, obs, prev_action, is_first) -> Belief:
+        """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...)."""
+        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
+        embed = self.encoder(obs.unsqueeze(1)).squeeze(1)
+        return self._filter_step(state, embed, prev_action, is_first)
+
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None) -> tuple[Belief, Belief]:
+        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T) -> (beliefs (B, T, ...), last (B, ...))."""
+        self._check_inputs(obs, prev_action, is_first)
+        batch_size, length = is_first.shape
+        state = self.initial_state(batch_size) if state is None else state
+        embed = self.encoder(obs)
+        beliefs = []
+        for t in range(length):
+            state = self._filter_step(state, embed[:, t], prev_action[:, t], is_first[:, t])
+            beliefs.append(state)
+        stacked = {key: torch.stack([belief[key] for belief in beliefs], dim=1) for key in state}
+        return stacked, state
+
+    def features(self, belief: Belief) -> torch.Tensor:
+        """concat(deter, posterior mean): (..., deter_dim + stoch_dim)."""
+        return torch.cat([belief["deter"], belief["mean"]], dim=-1)
+
+    def loss(self, batch: dict[str, torch.Tensor]):
+        """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
+        missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
+        if missing:
+            raise ValueError(f"RSSM.loss needs batch keys {sorted(missing)}")
+        beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"])
+        # Decoders see the carried z (a sample in training), as in the ELBO's expectation over q.
+        latent = torch.cat([beliefs["deter"], beliefs["stoch"]], dim=-1)
+        obs_ll = self.decoder.log_likelihood(latent, batch["obs"])
+        reward_ll = self.reward_head.log_likelihood(latent, batch["reward"])
+        kl_loss, kl = balanced_kl_loss(beliefs["mean"], beliefs["std"], beliefs["prior_mean"],
+                                       beliefs["prior_std"], self.free_nats, self.kl_balance)
+        loss = kl_loss - obs_ll.mean() - reward_ll.mean()
+        metrics = {
+            "model/loss": loss.detach(),
+            "model/obs_log_likelihood": obs_ll.mean().detach(),
+            "model/reward_log_likelihood": reward_ll.mean().detach(),
+            "model/kl": kl.mean(),
+            "model/kl_loss": kl_loss.detach(),
+            "model/prior_std": beliefs["prior_std"].mean().detach(),
+            "model/posterior_std": beliefs["std"].mean().detach(),
+        }
+        return loss, metrics, beliefs
+
+    def _check_inputs(self, obs, prev_action, is_first) -> None:
+        """One clear error for sequences that do not match the model (shapes as in `observe`)."""
+        if is_first.dim() != 2:
+            raise ValueError(f"is_first must have shape (B, T), got {tuple(is_first.shape)}")
+        batch_time = tuple(is_first.shape)
+        if tuple(obs.shape) != batch_time + self.obs_shape:
+            raise ValueError(f"obs must have shape {batch_time + self.obs_shape} (B, T, *obs_shape), "
+                             f"got {tuple(obs.shape)}")
+        if tuple(prev_action.shape) != batch_time + (self.action_dim,):
+            raise ValueError(f"prev_action must have shape {batch_time + (self.action_dim,)} (B, T, A), "
+                             f"got {tuple(prev_action.shape)}")
