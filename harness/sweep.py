@@ -333,7 +333,7 @@ def main(argv=None):
         sweep = load_sweep(args.gin, args.bind)
         manifest = Manifest(sweep, plan(sweep), args.executor)
     except config.ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     if args.dry_run:
         for run in manifest.runs.values():
