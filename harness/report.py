@@ -53,6 +53,7 @@ def render_figures(result):
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
     from rliable import plot_utils
 
     colors = method_colors(result)
@@ -73,7 +74,7 @@ def render_figures(result):
                             for side in ("low", "high")]) for m in methods}
         fig, _ = plot_utils.plot_interval_estimates(
             points, cis, metric_names=result["metric_names"], algorithms=methods, colors=colors,
-            xlabel="Normalized score (return / 1000)", subfigure_width=3.6,
+            xlabel="Normalized score (return / 1000)", subfigure_width=3.6, max_ticks=3,
             row_height=max(0.5, 0.45 * len(methods)), xlabel_y_coordinate=-0.35 / len(methods) - 0.1)
         keep(fig, f"{stem}_intervals.png", f"Aggregate scores with 95% stratified-bootstrap CIs", label)
 
@@ -117,6 +118,14 @@ def render_figures(result):
                     linestyle="-" if suite == rows[0]["suite"] else "--", label=f"{method} ({suite})")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        lengths = sorted({r["context_length"] for r in rows})
+        hours = [r["median_hours_per_1M_env_steps"] for r in rows]
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)
+        ax.set_ylim(min(hours) / 2, max(hours) * 2)  # at least a factor 4 visible, so slopes read right
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("Training context length T")
         ax.set_ylabel("Hours per 1M env steps (median)")
         ax.grid(True, which="both", alpha=0.3)

@@ -171,7 +171,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
     tries, started, durations = collections.Counter(), {}, []
     progress = Progress(sweep.name, manifest, parallelism, log)
     manifest.save()
-    progress.show(force=True)
+    changed = True
     try:
         while queue or executor.running():
             while queue and executor.capacity() > 0:
@@ -182,6 +182,8 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                 executor.submit(_job(sweep, manifest, run))
                 started[key] = time.monotonic()
                 manifest.save()
+            progress.show(force=changed)  # after refilling, so 'running' counts the new runs
+            changed = False
             for finished in executor.wait(timeout_s=1.0):
                 run = manifest.runs[finished.key]
                 durations.append(time.monotonic() - started.pop(finished.key))
@@ -193,8 +195,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                     log(f"[{sweep.name}] FAILED {run['id']}: {run['error']} (log: {run['log']})")
                 manifest.save()
                 progress.durations = durations
-                progress.show(force=True)
-            progress.show()
+                changed = True
     except KeyboardInterrupt:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         try:
@@ -209,6 +210,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
         log(f"[{sweep.name}] interrupted; run the same command again to resume")
         return 130
     executor.shutdown(grace_s)
+    progress.show(force=True)
     counts = manifest.counts()
     log(f"[{sweep.name}] finished: {counts['done']} done, {counts['failed']} failed; manifest {manifest.path}")
     return 1 if counts["failed"] else 0
