@@ -41,7 +41,7 @@ def parse(gin_files, bindings=()):
             [str(p if pathlib.Path(p).is_file() else REPO_ROOT / p) for p in gin_files],
             list(bindings), skip_unknown=False, finalize_config=False)
     except Exception as error:  # gin raises ValueError, SyntaxError, KeyError... for user mistakes
-        raise ConfigError(f"invalid gin configuration: {_first_line(error)}") from error
+        raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
 
 
 def make_experiment():
@@ -50,7 +50,7 @@ def make_experiment():
     try:
         return Experiment()
     except Exception as error:
-        raise ConfigError(f"invalid gin configuration: {_first_line(error)}") from error
+        raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
 
 
 def describe_run(gin_files, bindings=(), root="results"):
@@ -60,6 +60,9 @@ def describe_run(gin_files, bindings=(), root="results"):
     return experiment.spec(), experiment.run_dir(root)
 
 
-def _first_line(error):
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0] if "\n" in text and len(text) > 300 else text
+def one_line(error):
+    """gin's messages span several lines (the offending binding, its location): fold them into one,
+    dropping the 'In call to configurable' notes gin appends to errors raised inside a configurable."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    text = " ".join(line for line in lines if line and not line.startswith("In call to configurable"))
+    return text or type(error).__name__

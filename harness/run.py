@@ -10,7 +10,6 @@ import argparse
 import os
 import shutil
 import sys
-import time
 import traceback
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -65,7 +64,7 @@ def main(argv=None):
             runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
                             progress=not args.no_progress)
         except ValueError as error:  # unknown task or suite, bad shapes in a binding
-            raise config.ConfigError(str(error)) from error
+            raise config.ConfigError(config.one_line(error)) from error
     except config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@
   length so that a resumed run first truncates lines written after that checkpoint.
 """
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -42,12 +43,11 @@ def git_commit():
 
 
 def package_versions():
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("numpy", "mujoco", "dm_control", "gin"):
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "mujoco", "dm-control", "gin-config", "mamba-ssm"):
         try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return versions
 

@@ -1,0 +1,99 @@
+"""End-to-end runs of `python -m harness.run` on real dm_control with the quick budget."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.config import REPO_ROOT
+
+QUICK = ["--gin", "gin/sac_noisy.gin", "--gin", "gin/quick.gin", "--no-progress"]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness.run", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_quick_run_writes_the_run_directory_contract(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(*QUICK, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "done"
+    assert {k: info[k] for k in ("method", "suite", "task", "seed", "context_length")} == {
+        "method": "sac", "suite": "noisy_state", "task": "cartpole_swingup", "seed": 0, "context_length": 32}
+    assert info["env_steps"] == 3000 and info["wall_clock_s"] > 0
+    assert {"git_commit", "versions", "device", "started_at"} <= info.keys()
+    lines = read_lines(out / "metrics.jsonl")
+    evals = [line for line in lines if line["kind"] == "eval"]
+    assert [e["env_step"] for e in evals] == [0, 1000, 2000, 3000]
+    for e in evals:
+        assert len(e["returns"]) == 2 and 0 <= e["return_mean"] <= 1000
+    train = [line for line in lines if line["kind"] == "train"]
+    assert train and all(line["env_steps_per_s"] > 0 for line in train)
+    assert any("train/sac/critic_loss" in line for line in train)
+    config = (out / "config.gin").read_text()
+    assert "Experiment.method = 'sac'" in config and "Schedule.total_env_steps = 3000" in config
+    assert (out / "checkpoint" / "state.pt").is_file()
+
+
+def test_resume_after_sigkill_has_exactly_the_uninterrupted_eval_points(tmp_path):
+    out = tmp_path / "run"
+    budget = ["--bind", "Schedule.total_env_steps = 5000"]
+    process = subprocess.Popen([sys.executable, "-m", "harness.run", *QUICK, *budget, "--out", str(out)],
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and '"env_step": 2000, "kind": "eval"' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+
+    again = run_cli(*QUICK, *budget, "--out", str(out))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run_cli(*QUICK, *budget, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    lines = read_lines(metrics)  # every line parses: nothing truncated
+    assert [line["env_step"] for line in lines if line["kind"] == "eval"] == [0, 1000, 2000, 3000, 4000, 5000]
+    assert [line["env_step"] for line in lines if line["kind"] == "train"] == [1000, 2000, 3000, 4000, 5000]
+    assert json.loads((out / "run.json").read_text())["status"] == "done"
+    assert run_cli(*QUICK, *budget, "--out", str(out), "--resume").returncode == 0  # already done
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--bind", "Experiment.no_such_param = 1"], "no_such_param"),
+    (["--bind", "Experiment.task = 'cartpole_fly'"], "cartpole_fly"),
+    (["--bind", "Experiment.suite = 'audio'"], "audio"),
+    (["--gin", "gin/does_not_exist.gin"], "does_not_exist"),
+])
+def test_user_errors_exit_2_with_one_message_and_write_nothing(tmp_path, bad, message):
+    out = tmp_path / "run"
+    result = run_cli(*QUICK, *bad, "--out", str(out))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_existing_run_is_never_overwritten_without_asking(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"status": "done"}')
+    result = run_cli(*QUICK, "--out", str(out))
+    assert result.returncode == 2 and "exists" in result.stderr
+    assert (out / "run.json").read_text() == '{"status": "done"}'
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]
