@@ -309,8 +309,15 @@ def _label(suite, context_length):
     return f"{suite}/ctx{context_length}"
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.split("\n")[0])
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_args(argv, prog="harness.aggregate", description=__doc__):
+    parser = CliParser(prog=f"python -m {prog}", description=description.split("\n")[0])
     parser.add_argument("results_dir", help="directory holding run directories (searched recursively)")
     parser.add_argument("--out", help="output directory (default: RESULTS_DIR/aggregate)")
     parser.add_argument("--reps", type=int, default=2000,
@@ -320,9 +327,9 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run_cli(argv, build):
+def run_cli(argv, build, prog="harness.aggregate", description=__doc__):
     """Shared by aggregate and report: parse, aggregate, then `build(result, args)`; exit codes 0/2."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog, description)
     try:
         result = aggregate(args.results_dir, reps=args.reps, seed=args.seed,
                            confidence=args.confidence)

@@ -21,7 +21,9 @@ import time
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One command to run. log_path receives its stdout and stderr (appended)."""
+    """One command to run. log_path receives its stdout and stderr (appended). env holds only the
+    variables to set on top of the environment of the process that starts the command, so that a
+    Ray worker's own settings (CUDA_VISIBLE_DEVICES for its reserved GPUs) reach the run."""
     key: str
     command: tuple
     log_path: str
@@ -66,7 +68,7 @@ def start_process(job: Job) -> subprocess.Popen:
     os.makedirs(os.path.dirname(job.log_path) or ".", exist_ok=True)
     with open(job.log_path, "ab") as log:
         return subprocess.Popen(list(job.command), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=job.env, cwd=job.cwd,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **job.env}, cwd=job.cwd,
                                 start_new_session=True)
 
 

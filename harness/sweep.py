@@ -19,7 +19,6 @@ directory that exists is continued with --resume; a failed run (exit 1 or killed
 them interrupted and exits 130; running the same command again resumes them.
 Exit status: 0 all done, 1 some runs failed, 2 user error, 130 interrupted.
 """
-import argparse
 import collections
 import datetime
 import itertools
@@ -34,6 +33,7 @@ import gin
 
 from harness import config
 from harness import executors as executors_lib
+from harness.aggregate import CliParser
 
 MANIFEST = "sweep.json"
 USER_ERROR = 2  # harness.run's exit status for a bad configuration: retrying cannot help
@@ -241,8 +241,8 @@ def _job(sweep, manifest, run):
     if run_dir.is_dir() and any(run_dir.iterdir()):
         command.append("--resume")
     threads = str(max(1, int(sweep.num_cpus)))
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS=threads,
-               MKL_NUM_THREADS=threads)
+    env = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": threads,
+           "MKL_NUM_THREADS": threads}
     return executors_lib.Job(run["id"], tuple(command), str((manifest.sweep_dir / run["log"]).resolve()),
                              env, str(config.REPO_ROOT))
 
@@ -295,13 +295,8 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, like every other user error
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(prog="python -m harness.sweep", description=__doc__.split("\n")[0])
+    parser = CliParser(prog="python -m harness.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="sweep gin file")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="binding such as \"Sweep.seeds=[0, 1]\" (repeatable)")
@@ -313,13 +308,17 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def make_executor(args, sweep):
-    """(executor, parallelism) for the command-line options."""
+def check_executor_args(args):
     if args.workers is not None and args.workers < 1:
         raise executors_lib.ExecutorError(f"--workers must be at least 1, got {args.workers}")
+    if args.executor == "local" and args.address:
+        raise executors_lib.ExecutorError("--address needs --executor ray")
+
+
+def make_executor(args, sweep):
+    """(executor, parallelism) for the command-line options."""
+    check_executor_args(args)
     if args.executor == "local":
-        if args.address:
-            raise executors_lib.ExecutorError("--address needs --executor ray")
         workers = args.workers or max(1, int((os.cpu_count() or 1) // sweep.num_cpus))
         return executors_lib.LocalExecutor(workers), workers
     local_cpus = args.workers * sweep.num_cpus if args.workers else None
@@ -332,9 +331,10 @@ def make_executor(args, sweep):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_executor_args(args)
         sweep = load_sweep(args.gin, args.bind)
         manifest = Manifest(sweep, plan(sweep), args.executor)
-    except config.ConfigError as error:
+    except (config.ConfigError, executors_lib.ExecutorError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -343,17 +343,35 @@ def main(argv=None):
                 "resume" if manifest.run_dir(run).is_dir() else "new"
             print(f"{state:<7} {manifest.run_dir(run)}")
         return 0
+    lock = lock_sweep_dir(sweep.directory)
+    if lock is None:
+        print(f"error: another sweep is running in {sweep.directory}", file=sys.stderr)
+        return 2
     on_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         executor, parallelism = make_executor(args, sweep)
+        return run_sweep(sweep, manifest, executor, parallelism, grace_s=args.grace,
+                         log=lambda line: print(line, file=sys.stderr, flush=True))
     except executors_lib.ExecutorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        return run_sweep(sweep, manifest, executor, parallelism, grace_s=args.grace,
-                         log=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         signal.signal(signal.SIGTERM, on_term)
+        lock.close()
+
+
+def lock_sweep_dir(directory):
+    """An exclusive lock on `<directory>/.lock` (an open file; closing it releases), or None if
+    another process holds it: two sweeps over one directory would run the same runs twice."""
+    import fcntl
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def _raise_interrupt(signum, frame):

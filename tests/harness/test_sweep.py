@@ -179,8 +179,22 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     if "Sweep.methods" not in str(argv):
         argv += ["--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
     assert sweep_lib.main(argv) == 2
-    assert capsys.readouterr().err == f"error: {words}\n"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {words}")
     assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, capsys):
+    held = sweep_lib.lock_sweep_dir(tmp_path / "tiny")
+    try:
+        argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
+                "--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
+        assert sweep_lib.main(argv) == 2
+        assert capsys.readouterr().err == f"error: another sweep is running in {tmp_path / 'tiny'}\n"
+        assert not (tmp_path / "tiny" / "sweep.json").exists()
+    finally:
+        held.close()
+    assert sweep_lib.lock_sweep_dir(tmp_path / "tiny") is not None  # released with its holder
 
 
 def test_module_entry_point_registers_sweep_once_and_rejects_unknown_executor(tmp_path):
