@@ -32,7 +32,8 @@ class DMCEnv:
     def __init__(self, dmc_env, observation, action_repeat: int, seed: int, action_noise_std: float = 0.0):
         spec = dmc_env.action_spec()
         low, high = np.asarray(spec.minimum, np.float64), np.asarray(spec.maximum, np.float64)
-        if spec.shape is None or len(spec.shape) != 1 or not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        bounded = np.all(np.isfinite(low)) and np.all(np.isfinite(high))
+        if spec.shape is None or len(spec.shape) != 1 or not bounded:
             raise ValueError(f"expected a bounded vector action spec, got {spec}")
         self._env = dmc_env
         self._observation = observation

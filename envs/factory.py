@@ -39,7 +39,8 @@ def make_env(
     _check_positive_int("action_repeat", action_repeat)
     _check_positive_int("image_size", image_size)
     for name, value in (("obs_noise_std", obs_noise_std), ("action_noise_std", action_noise_std)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (is_number and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
     dm_suite = rendering.load_suite()

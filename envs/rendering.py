@@ -10,6 +10,7 @@ import os
 
 BACKEND_VARIABLE = "MUJOCO_GL"
 DEFAULT_BACKEND = "egl"
+DISABLED_VALUES = ("off", "disable", "disabled", "false", "0")  # dm_control's "no renderer" values
 EGL_DEBIAN_PACKAGES = ("libegl1", "libegl-mesa0", "libgl1-mesa-dri")
 
 
@@ -28,6 +29,10 @@ configure_headless_backend()
 def rendering_error(error: BaseException) -> RenderingUnavailableError:
     """The one message a user sees when OpenGL fails, naming the packages that fix it."""
     backend = os.environ.get(BACKEND_VARIABLE, "")
+    if backend.lower() in DISABLED_VALUES:
+        return RenderingUnavailableError(
+            f"rendering is switched off by {BACKEND_VARIABLE}={backend!r}, but the image suite "
+            f"renders its observations: unset {BACKEND_VARIABLE} to render with EGL.")
     return RenderingUnavailableError(
         f"MuJoCo could not use the OpenGL backend {BACKEND_VARIABLE}={backend!r} "
         f"({type(error).__name__}: {error}). Headless EGL rendering needs the Debian/Ubuntu "
@@ -53,7 +58,7 @@ def load_suite():
 
 
 def use_fast_render_settings(physics) -> None:
-    """Turns off multisampling and shadows (about 5x faster 64x64 frames on llvmpipe).
+    """Turns off multisampling and shadows (5x to 9x faster 64x64 frames on llvmpipe).
 
     Both settings size the offscreen framebuffer, so they take effect only when set before the
     physics creates its rendering context, that is before its first render.
@@ -66,7 +71,7 @@ def make_camera(physics, height: int, width: int, camera_id: int):
     """A reusable `dm_control.mujoco.Camera`; creates the GL context on first use.
 
     Reusing one camera saves the scene allocation that `physics.render` repeats on every call
-    (about 1.5 ms of a 2-3 ms 64x64 frame on llvmpipe); the pixels are the same.
+    (0.5 to 2 ms of a 1-5 ms 64x64 frame on llvmpipe, docs/benchmarks.md); the pixels are the same.
     """
     from dm_control.mujoco import engine
 

@@ -10,7 +10,8 @@ def raw_env(domain: str, task: str, seed: int):
 
 def flat_state(observation) -> np.ndarray:
     """The observation dict concatenated in its own key order, float32 (D,)."""
-    return np.concatenate([np.asarray(value, np.float64).ravel() for value in observation.values()]).astype(np.float32)
+    parts = [np.asarray(value, np.float64).ravel() for value in observation.values()]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def raw_step(env, command: np.ndarray, repeat: int):

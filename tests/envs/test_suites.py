@@ -71,3 +71,17 @@ def test_invalid_values_are_rejected(kwargs, message):
     kwargs = {"suite": "noisy_state", "task": "cartpole_swingup", "seed": 0} | kwargs
     with pytest.raises(ValueError, match=message):
         envs.make_env(**kwargs)
+
+
+def test_gin_bindings_reach_make_env():
+    import gin
+
+    gin.bind_parameter("make_env.obs_noise_std", 0.0)
+    gin.bind_parameter("make_env.action_repeat", 5)
+    try:
+        env = envs.make_env("noisy_state", "cheetah_run", seed=0)
+        obs, info = env.reset()
+    finally:
+        gin.clear_config()
+    assert env.action_repeat == 5 and env.max_episode_steps == 200
+    assert (obs == info["true_obs"]).all()
