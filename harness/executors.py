@@ -9,13 +9,16 @@ status. The sweep decides what to run and when to retry; executors only start, w
     executor.shutdown(grace_s)         stop everything: SIGTERM, then SIGKILL after grace_s
 
 Every job runs in its own process session, so Ctrl-C in a terminal reaches only the sweep, which
-then stops its children itself; a job killed this way leaves a resumable run directory.
+then stops its children itself; a job killed this way leaves a resumable run directory. On Linux a
+job also receives SIGTERM when the process that started it dies (even by SIGKILL).
 """
 import abc
+import ctypes
 import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 
 
@@ -63,13 +66,29 @@ class Executor(abc.ABC):
     def shutdown(self, grace_s: float = 10.0) -> None: ...
 
 
+def _parent_death_signal():
+    """Linux: a function for the child (between fork and exec) that asks the kernel to send it
+    SIGTERM when its parent dies, so a run never outlives a killed sweep or Ray worker."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+PR_SET_PDEATHSIG = 1
+_DIE_WITH_PARENT = _parent_death_signal()
+
+
 def start_process(job: Job) -> subprocess.Popen:
     """Start `job` in a new session (its own process group), output appended to its log."""
     os.makedirs(os.path.dirname(job.log_path) or ".", exist_ok=True)
     with open(job.log_path, "ab") as log:
         return subprocess.Popen(list(job.command), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **job.env}, cwd=job.cwd,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_DIE_WITH_PARENT)
 
 
 def stop_processes(processes, grace_s):

@@ -199,7 +199,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
     except KeyboardInterrupt:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         try:
-            stopped = executor.running()
+            stopped = [key for key, run in manifest.runs.items() if run["status"] == "running"]
             log(f"[{sweep.name}] interrupted: stopping {len(stopped)} run(s)...")
             executor.shutdown(grace_s)
             for key in stopped:

@@ -164,6 +164,19 @@ def test_ctrl_c_stops_runs_marks_them_interrupted_and_resumes(tmp_path):
         assert json.loads((d / "run.json").read_text())["status"] == "running"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
+         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2)[0])"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / "seed7" for task in TASKS]
+    _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    driver.kill()  # SIGKILL: the sweep cannot clean up, the kernel signals its children
+    driver.wait(timeout=30)
+    _wait_for(lambda: all((d / "got_sigterm").exists() for d in run_dirs), None, timeout_s=30)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--gin", "gin/sweeps/missing.gin"], "gin file not found: gin/sweeps/missing.gin"),
     (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.colour = 1"],
@@ -255,6 +268,6 @@ def test_tiny_sweep_end_to_end_then_rerun_skips_and_report(executor, tmp_path):
 def _wait_for(condition, process, timeout_s=120):
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert process.poll() is None, "the sweep exited early"
+        assert process is None or process.poll() is None, "the sweep exited early"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
