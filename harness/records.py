@@ -13,6 +13,7 @@ Nothing here raises for bad run files; only an unusable `root` raises `ResultsEr
 import dataclasses
 import json
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -82,12 +83,12 @@ def load_results(root) -> tuple[list[RunRecord], list[Exclusion]]:
     if not root.is_dir():
         raise ResultsError(f"results directory not found: {root}")
     records, exclusions, seen = [], [], set()
-    for run_file in sorted(root.rglob(RUN_FILE)):
-        run_dir = run_file.parent
+    run_dirs, manifests = _walk(root)
+    for run_dir in run_dirs:
         seen.add(run_dir.resolve())
         outcome = read_run(run_dir, display=_relative(run_dir, root))
         (records if isinstance(outcome, RunRecord) else exclusions).append(outcome)
-    exclusions += _manifest_exclusions(root, seen)
+    exclusions += _manifest_exclusions(root, manifests, seen)
     if not records and not exclusions:
         raise ResultsError(f"no runs under {root}: no {RUN_FILE} or {MANIFEST_FILE} found")
     records, duplicates = _drop_duplicates(records)
@@ -178,10 +179,24 @@ def _read_metrics(path):
     return evals, speeds, None
 
 
-def _manifest_exclusions(root, seen_dirs):
+def _walk(root):
+    """(run directories, sweep manifests) under root, sorted. Run directories are not entered:
+    their checkpoint/ may hold thousands of replay files."""
+    run_dirs, manifests = [], []
+    for directory, subdirs, files in os.walk(root):
+        if RUN_FILE in files:
+            run_dirs.append(pathlib.Path(directory))
+            subdirs.clear()
+        elif MANIFEST_FILE in files:
+            manifests.append(pathlib.Path(directory) / MANIFEST_FILE)
+        subdirs.sort()
+    return sorted(run_dirs), sorted(manifests)
+
+
+def _manifest_exclusions(root, manifests, seen_dirs):
     """Runs a sweep manifest lists whose directory holds no run.json."""
     exclusions = []
-    for manifest in sorted(root.rglob(MANIFEST_FILE)):
+    for manifest in manifests:
         try:
             runs = json.loads(manifest.read_text()).get("runs", [])
         except (OSError, ValueError, AttributeError):

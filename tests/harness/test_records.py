@@ -137,3 +137,11 @@ def _edit_info(run_dir, **changes):
 def _append(run_dir, text):
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(text)
+
+
+def test_run_directories_are_not_searched_below(tmp_path):
+    run_dir = write_run(tmp_path)
+    (run_dir / "checkpoint" / "replay").mkdir(parents=True)
+    (run_dir / "checkpoint" / "replay" / "run.json").write_text("not a run")
+    found, excluded = records.load_results(tmp_path)
+    assert len(found) == 1 and excluded == []
