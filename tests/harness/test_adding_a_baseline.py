@@ -10,14 +10,21 @@ import torch
 from harness.config import REPO_ROOT
 from tests.harness.toy_baseline import ExponentialFilter
 
-TOY_GIN = """\
-include 'gin/base.gin'
-include 'gin/suites/noisy_state.gin'
+# Step 3: the model's gin file (the module is imported here instead of being listed in
+# harness/config.py, because it lives in tests/) and the experiment file that includes it.
+TOY_MODEL_GIN = """\
 import tests.harness.toy_baseline
 
-Experiment.method = 'toy_filter'
 Experiment.world_model = @ExponentialFilter
 ExponentialFilter.init_smoothing = 0.3
+"""
+
+TOY_EXPERIMENT_GIN = """\
+include 'gin/base.gin'
+include 'gin/suites/noisy_state.gin'
+include '{model}'
+
+Experiment.method = 'toy_filter'
 """
 
 SWEEP_GIN = """\
@@ -65,8 +72,10 @@ def test_toy_loss_trains_its_parameter():
 
 @pytest.mark.slow
 def test_toy_baseline_from_gin_file_to_leaderboard(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "toy.gin").write_text(TOY_MODEL_GIN)
     toy = tmp_path / "toy_noisy.gin"
-    toy.write_text(TOY_GIN)
+    toy.write_text(TOY_EXPERIMENT_GIN.format(model=tmp_path / "models" / "toy.gin"))
     sweep = tmp_path / "toy_comparison.gin"
     sweep.write_text(SWEEP_GIN.format(toy=toy, results=tmp_path / "results"))
     env = dict(os.environ, MUJOCO_GL="egl")
