@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 # Small default experiment for `make run` (a few minutes on 2 CPU cores).
-RUN_GIN ?= gin/sac_noisy.gin gin/quick.gin
+RUN_GIN ?= gin/kalmamba_noisy.gin gin/quick.gin
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-slow bench clean
