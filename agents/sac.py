@@ -27,6 +27,17 @@ def mlp(in_dim, out_dim, hidden_dim, num_layers, activation=nn.ELU):
     return nn.Sequential(*layers)
 
 
+def clamp_passing_gradient(x, low, high):
+    """Values clamped to [low, high]; gradients pass as if unclamped (straight-through).
+
+    A squashing bound (tanh, sigmoid, softplus) has a derivative that is exactly 0 in float32 far
+    from the bounds. In our first SAC run the actor's log-std went there, stuck at its lower bound,
+    the entropy stayed far below its target and the temperature grew without limit until the critic
+    diverged (docs/results.md). With a straight-through clamp the entropy term can always pull it back.
+    """
+    return x + (x.clamp(low, high) - x).detach()
+
+
 class TanhGaussianActor(nn.Module):
     """pi(a|f) = tanh(N(mu(f), sigma(f)^2)); log-probabilities include the tanh Jacobian."""
 
@@ -37,9 +48,8 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, features, deterministic=False):
         """features (..., F) -> action (..., A) in (-1, 1), log_prob (...)."""
-        mean, log_std = self.net(features).chunk(2, dim=-1)
-        low, high = self.log_std_bounds
-        log_std = low + 0.5 * (high - low) * (torch.tanh(log_std) + 1.0)
+        mean, raw_log_std = self.net(features).chunk(2, dim=-1)
+        log_std = clamp_passing_gradient(raw_log_std, *self.log_std_bounds)
         if deterministic:
             return torch.tanh(mean), None
         std = log_std.exp()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agents.sac import SAC, TanhGaussianActor
+from agents.sac import SAC, TanhGaussianActor, clamp_passing_gradient
 
 
 def test_tanh_gaussian_log_prob_matches_torch_distributions_in_float64():
@@ -13,8 +13,7 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions_in_float64():
     torch.manual_seed(1)
     action, log_prob = actor(features)
     mean, log_std = actor.net(features).chunk(2, dim=-1)
-    low, high = actor.log_std_bounds
-    log_std = low + 0.5 * (high - low) * (torch.tanh(log_std) + 1)
+    log_std = clamp_passing_gradient(log_std, *actor.log_std_bounds)
     reference = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()])
     expected = reference.log_prob(action.clamp(-1 + 1e-12, 1 - 1e-12)).sum(-1)
@@ -79,3 +78,28 @@ def test_masked_transitions_do_not_change_the_update():
         torch.manual_seed(3)
         results.append(sac.update_critic(data[0], data[1], r, data[3], data[4], mask)["sac/critic_loss"])
     assert math.isclose(results[0].item(), results[1].item(), rel_tol=1e-6)
+
+
+def test_log_std_clamp_bounds_values_and_keeps_gradients_outside_the_bounds():
+    x = torch.tensor([-1e3, -50.0, -5.0, 0.0, 2.0, 50.0, 1e3], requires_grad=True)
+    y = clamp_passing_gradient(x, -5.0, 2.0)
+    torch.testing.assert_close(y, torch.tensor([-5.0, -5.0, -5.0, 0.0, 2.0, 2.0, 2.0]))
+    (grad,) = torch.autograd.grad((y * torch.arange(7.0)).sum(), x)
+    torch.testing.assert_close(grad, torch.arange(7.0))  # a tanh squash gives exactly 0 at +-50
+
+
+def test_entropy_bonus_pulls_a_collapsed_log_std_back():
+    """An actor whose raw log-std sits far below the bound recovers when only entropy matters."""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(feature_dim=2, action_dim=1, hidden_dim=8, num_layers=1)
+    with torch.no_grad():
+        actor.net[-1].bias[1] = -40.0  # raw log-std far below -5
+    optimizer = torch.optim.Adam(actor.parameters(), lr=1e-2)
+    features = torch.randn(256, 2)
+    for _ in range(200):
+        _, log_prob = actor(features)
+        optimizer.zero_grad()
+        log_prob.mean().backward()  # maximise entropy
+        optimizer.step()
+    _, log_prob = actor(features)
+    assert -log_prob.mean() > 0.0  # entropy back near that of a wide tanh-Gaussian (-3.6 at the bound)

@@ -1,0 +1,258 @@
+"""Read run directories (contract: results/README.md) into validated records.
+
+`load_results(root)` walks `root` for `run.json` files and sorts every run into exactly one of
+
+- a `RunRecord`: a finished run (`status == 'done'`) with at least one eval point, or
+- an `Exclusion`: anything else, with a one-line reason a report can print (failed, incomplete,
+  corrupt file, no eval points, ...).
+
+Sweep manifests (`<root>/**/sweep.json`, written by `harness.sweep`) add exclusions for runs that
+never wrote a `run.json` (for example killed at start-up), so no run of a sweep goes unreported.
+Nothing here raises for bad run files; only an unusable `root` raises `ResultsError`.
+"""
+import dataclasses
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+MANIFEST_FILE = "sweep.json"
+
+IDENTITY_FIELDS = {"experiment": str, "method": str, "suite": str, "task": str,
+                   "seed": int, "context_length": int}
+STATUSES = ("running", "done", "failed")
+
+
+class ResultsError(ValueError):
+    """The results directory as a whole cannot be read (missing, or holds no runs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished run.
+
+    eval_steps: (P,) int64 env steps of the eval points, strictly increasing.
+    eval_returns: (P,) float64 mean undiscounted episode return at each eval point.
+    env_steps_per_s: median of the train lines' `env_steps_per_s`, None without train lines.
+    """
+    path: str
+    experiment: str
+    method: str
+    suite: str
+    task: str
+    seed: int
+    context_length: int
+    env_steps: int
+    total_env_steps: int | None
+    wall_clock_s: float | None
+    eval_steps: np.ndarray
+    eval_returns: np.ndarray
+    env_steps_per_s: float | None
+
+    @property
+    def final_return(self) -> float:
+        return float(self.eval_returns[-1])
+
+    @property
+    def key(self) -> tuple:
+        """What makes a run unique on a leaderboard."""
+        return (self.method, self.suite, self.task, self.context_length, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusion:
+    """A run left out of aggregation. kind: 'failed', 'incomplete', 'invalid' or 'excluded'."""
+    path: str
+    kind: str
+    reason: str
+    method: str | None = None
+    task: str | None = None
+    seed: int | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def load_results(root) -> tuple[list[RunRecord], list[Exclusion]]:
+    """All runs under `root`: (finished records sorted by key, exclusions sorted by path)."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise ResultsError(f"results directory not found: {root}")
+    records, exclusions, seen = [], [], set()
+    run_dirs, manifests = _walk(root)
+    for run_dir in run_dirs:
+        seen.add(run_dir.resolve())
+        outcome = read_run(run_dir, display=_relative(run_dir, root))
+        (records if isinstance(outcome, RunRecord) else exclusions).append(outcome)
+    exclusions += _manifest_exclusions(root, manifests, seen)
+    if not records and not exclusions:
+        raise ResultsError(f"no runs under {root}: no {RUN_FILE} or {MANIFEST_FILE} found")
+    records, duplicates = _drop_duplicates(records)
+    records.sort(key=lambda r: (r.key, r.path))
+    return records, sorted(exclusions + duplicates, key=lambda e: e.path)
+
+
+def read_run(run_dir, display=None) -> RunRecord | Exclusion:
+    """Validate one run directory; `display` is the path shown in reasons (default: run_dir)."""
+    run_dir = pathlib.Path(run_dir)
+    display = str(display if display is not None else run_dir)
+    info, problem = _read_info(run_dir / RUN_FILE)
+    if problem:
+        return Exclusion(display, "invalid", problem)
+    who = {"method": info["method"], "task": info["task"], "seed": info["seed"]}
+    status = info["status"]
+    if status == "failed":
+        error = str(info.get("error") or "no error recorded").strip().splitlines()
+        return Exclusion(display, "failed", f"run failed: {error[-1] if error else ''}", **who)
+    if status == "running":
+        progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
+        return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
+    evals, speeds, problem = _read_metrics(run_dir / METRICS_FILE)
+    if problem:
+        return Exclusion(display, "invalid", problem, **who)
+    if not evals:
+        return Exclusion(display, "excluded", f"no eval points in {METRICS_FILE}", **who)
+    steps = np.array([step for step, _ in evals], dtype=np.int64)
+    return RunRecord(
+        path=display, experiment=info["experiment"], method=info["method"], suite=info["suite"],
+        task=info["task"], seed=info["seed"], context_length=info["context_length"],
+        env_steps=int(_number(info.get("env_steps")) or steps[-1]),
+        total_env_steps=_int_or_none(info.get("total_env_steps")),
+        wall_clock_s=_number(info.get("wall_clock_s")),
+        eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
+        env_steps_per_s=float(np.median(speeds)) if speeds else None)
+
+
+def _read_info(path):
+    """(run.json dict, None) or (None, reason)."""
+    try:
+        info = json.loads(path.read_text())
+    except OSError as error:
+        return None, f"{RUN_FILE} unreadable: {error.strerror or error}"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, f"{RUN_FILE} is not valid JSON ({_short(error)})"
+    if not isinstance(info, dict):
+        return None, f"{RUN_FILE} is not a JSON object"
+    for field, kind in IDENTITY_FIELDS.items():
+        value = info.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            return None, f"{RUN_FILE}: field '{field}' missing or not a {kind.__name__}"
+    if info.get("status") not in STATUSES:
+        return None, f"{RUN_FILE}: status {info.get('status')!r} is not one of {', '.join(STATUSES)}"
+    return info, None
+
+
+def _read_metrics(path):
+    """([(env_step, return_mean)], [env_steps_per_s], None) or (.., .., reason)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return [], [], f"{METRICS_FILE} missing"
+    except (OSError, UnicodeDecodeError) as error:
+        return [], [], f"{METRICS_FILE} unreadable: {_short(error)}"
+    evals, speeds = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{METRICS_FILE} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            return [], [], f"{where}: corrupt JSON ({_short(error)})"
+        if not isinstance(entry, dict):
+            return [], [], f"{where}: not a JSON object"
+        if entry.get("kind") == "eval":
+            step, ret = entry.get("env_step"), _number(entry.get("return_mean"))
+            if not isinstance(step, int) or isinstance(step, bool) or ret is None:
+                return [], [], f"{where}: eval line needs an integer env_step and a finite return_mean"
+            if evals and step <= evals[-1][0]:
+                return [], [], f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
+            evals.append((step, ret))
+        elif entry.get("kind") == "train":
+            speed = _number(entry.get("env_steps_per_s"))
+            if speed is not None and speed > 0:
+                speeds.append(speed)
+    return evals, speeds, None
+
+
+def _walk(root):
+    """(run directories, sweep manifests) under root, sorted. Run directories are not entered:
+    their checkpoint/ may hold thousands of replay files."""
+    run_dirs, manifests = [], []
+    for directory, subdirs, files in os.walk(root):
+        if RUN_FILE in files:
+            run_dirs.append(pathlib.Path(directory))
+            subdirs.clear()
+        elif MANIFEST_FILE in files:
+            manifests.append(pathlib.Path(directory) / MANIFEST_FILE)
+        subdirs.sort()
+    return sorted(run_dirs), sorted(manifests)
+
+
+def _manifest_exclusions(root, manifests, seen_dirs):
+    """Runs a sweep manifest lists whose directory holds no run.json."""
+    exclusions = []
+    for manifest in manifests:
+        try:
+            runs = json.loads(manifest.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            exclusions.append(Exclusion(_relative(manifest, root), "invalid",
+                                        f"sweep manifest {MANIFEST_FILE} is unreadable"))
+            continue
+        for run in runs if isinstance(runs, list) else []:
+            if not isinstance(run, dict) or not run.get("run_dir"):
+                continue
+            run_dir = pathlib.Path(run["run_dir"])
+            run_dir = run_dir if run_dir.is_absolute() else manifest.parent / run_dir
+            if run_dir.resolve() in seen_dirs:
+                continue
+            seen_dirs.add(run_dir.resolve())
+            status = run.get("status", "pending")
+            detail = f" (exit code {run['exit_code']})" if run.get("exit_code") is not None else ""
+            kind = "failed" if status == "failed" else "incomplete"
+            exclusions.append(Exclusion(
+                _relative(run_dir, root), kind,
+                f"sweep status '{status}'{detail}, no {RUN_FILE} written"
+                + (f": {run['error']}" if run.get("error") else ""),
+                method=run.get("method"), task=run.get("task"), seed=run.get("seed")))
+    return exclusions
+
+
+def _drop_duplicates(records):
+    """Keep the first run per key (path order); the same cell twice would double-count a seed."""
+    kept, duplicates, first = [], [], {}
+    for record in sorted(records, key=lambda r: r.path):
+        if record.key in first:
+            duplicates.append(Exclusion(
+                record.path, "excluded", f"duplicate of {first[record.key]} (same method, suite, "
+                "task, context length and seed)", record.method, record.task, record.seed))
+        else:
+            first[record.key] = record.path
+            kept.append(record)
+    return kept, duplicates
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _int_or_none(value):
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _relative(path, root):
+    try:
+        return str(pathlib.Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _short(error):
+    return str(error).splitlines()[0][:200]

@@ -1,0 +1,147 @@
+"""records.load_results on run directories written here in the contract's format (results/README.md)."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from harness import records
+
+
+def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_state",
+              context_length=32, returns=(100.0, 400.0, 700.0), eval_every=1000, status="done",
+              wall_clock_s=60.0, experiment="exp", extra_lines=(), speeds=(50.0, 70.0)):
+    """Write one run directory in the contract's format; returns its path.
+
+    The i-th eval point is at env step i * eval_every with return_mean returns[i].
+    """
+    run_dir = (pathlib.Path(root) / experiment / method / suite / task / f"ctx{context_length}"
+               / f"seed{seed}")
+    run_dir.mkdir(parents=True)
+    env_steps = (len(returns) - 1) * eval_every
+    info = {"experiment": experiment, "method": method, "suite": suite, "task": task, "seed": seed,
+            "context_length": context_length, "status": status, "env_steps": env_steps,
+            "total_env_steps": env_steps, "wall_clock_s": wall_clock_s, "git_commit": "abc",
+            "versions": {"python": "3.11"}, "device": "cpu", "started_at": "2025-01-01T00:00:00+00:00",
+            "updated_at": "2025-01-01T00:01:00+00:00"}
+    if status == "failed":
+        info["error"] = "Traceback (most recent call last):\nRuntimeError: loss is nan"
+    (run_dir / "run.json").write_text(json.dumps(info))
+    lines = []
+    for i, ret in enumerate(returns):
+        if i < len(speeds):
+            lines.append({"kind": "train", "env_step": i * eval_every + 1,
+                          "env_steps_per_s": speeds[i], "train/critic_loss": 0.5})
+        lines.append({"kind": "eval", "env_step": i * eval_every, "return_mean": ret,
+                      "return_std": 1.0, "returns": [ret - 1, ret + 1], "wall_clock_s": i * 10.0})
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    (run_dir / "metrics.jsonl").write_text(text + "".join(extra_lines))
+    return run_dir
+
+
+def test_finished_run_becomes_a_record_with_its_values(tmp_path):
+    write_run(tmp_path, returns=(10.0, 250.5, 600.25), eval_every=500, wall_clock_s=12.5,
+              speeds=(40.0, 80.0, 90.0))
+    found, excluded = records.load_results(tmp_path)
+    assert excluded == []
+    (record,) = found
+    assert record.path == "exp/sac/noisy_state/cartpole_swingup/ctx32/seed0"
+    assert (record.method, record.task, record.seed, record.context_length) == ("sac", "cartpole_swingup", 0, 32)
+    np.testing.assert_array_equal(record.eval_steps, [0, 500, 1000])
+    np.testing.assert_array_equal(record.eval_returns, [10.0, 250.5, 600.25])
+    assert record.final_return == 600.25
+    assert record.wall_clock_s == 12.5 and record.env_steps == 1000
+    assert record.env_steps_per_s == 80.0  # median of the train lines
+
+
+@pytest.mark.parametrize("status, kind, words", [
+    ("failed", "failed", "loss is nan"),
+    ("running", "incomplete", "status 'running' at 2000/2000 env steps"),
+])
+def test_failed_and_running_runs_are_excluded_with_reason(tmp_path, status, kind, words):
+    write_run(tmp_path, status=status)
+    found, (excluded,) = records.load_results(tmp_path)
+    assert found == []
+    assert excluded.kind == kind and words in excluded.reason
+    assert (excluded.method, excluded.task, excluded.seed) == ("sac", "cartpole_swingup", 0)
+
+
+def test_corrupt_metrics_line_excludes_the_run_and_names_the_line(tmp_path):
+    write_run(tmp_path, seed=0)
+    write_run(tmp_path, seed=1, extra_lines=('{"kind": "eval", "env_st\n',))
+    found, (excluded,) = records.load_results(tmp_path)
+    assert [r.seed for r in found] == [0]
+    assert excluded.kind == "invalid" and excluded.seed == 1
+    assert "metrics.jsonl line 6: corrupt JSON" in excluded.reason
+
+
+def test_run_without_eval_points_is_excluded(tmp_path):
+    write_run(tmp_path, returns=())
+    found, (excluded,) = records.load_results(tmp_path)
+    assert found == [] and excluded.reason == "no eval points in metrics.jsonl"
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: (d / "run.json").write_text("{not json"), "run.json is not valid JSON"),
+    (lambda d: (d / "run.json").write_text("[1, 2]"), "run.json is not a JSON object"),
+    (lambda d: _edit_info(d, seed="zero"), "field 'seed' missing or not a int"),
+    (lambda d: _edit_info(d, status="paused"), "status 'paused' is not one of"),
+    (lambda d: (d / "metrics.jsonl").unlink(), "metrics.jsonl missing"),
+    (lambda d: _append(d, '{"kind": "eval", "env_step": 2000, "return_mean": 5.0}\n'),
+     "eval env_step 2000 does not increase"),
+    (lambda d: _append(d, '{"kind": "eval", "env_step": 3000, "return_mean": NaN}\n'),
+     "needs an integer env_step and a finite return_mean"),
+    (lambda d: _append(d, '[]\n'), "not a JSON object"),
+])
+def test_invalid_files_give_one_line_reasons(tmp_path, mutate, words):
+    mutate(write_run(tmp_path))
+    found, (excluded,) = records.load_results(tmp_path)
+    assert found == [] and excluded.kind == "invalid"
+    assert words in excluded.reason and "\n" not in excluded.reason
+
+
+def test_duplicate_cells_across_experiments_are_counted_once(tmp_path):
+    write_run(tmp_path, experiment="a", returns=(1.0,))
+    write_run(tmp_path, experiment="b", returns=(2.0,))
+    (kept,), (duplicate,) = records.load_results(tmp_path)
+    assert kept.final_return == 1.0 and duplicate.path.startswith("b/")
+    assert "duplicate of a/sac" in duplicate.reason
+
+
+def test_manifest_lists_runs_that_never_wrote_run_json(tmp_path):
+    done = write_run(tmp_path)
+    manifest = {"runs": [
+        {"run_dir": str(done), "status": "done", "method": "sac", "task": "cartpole_swingup", "seed": 0},
+        {"run_dir": "sac/noisy_state/cartpole_swingup/ctx32/seed1", "status": "failed", "exit_code": 2,
+         "error": "gin file not found", "method": "sac", "task": "cartpole_swingup", "seed": 1}]}
+    (tmp_path / "exp" / "sweep.json").write_text(json.dumps(manifest))
+    found, (excluded,) = records.load_results(tmp_path)
+    assert len(found) == 1
+    assert excluded.path == "exp/sac/noisy_state/cartpole_swingup/ctx32/seed1"
+    assert excluded.kind == "failed" and excluded.seed == 1
+    assert excluded.reason == "sweep status 'failed' (exit code 2), no run.json written: gin file not found"
+
+
+def test_unusable_results_directory_raises_results_error(tmp_path):
+    with pytest.raises(records.ResultsError, match="results directory not found"):
+        records.load_results(tmp_path / "missing")
+    with pytest.raises(records.ResultsError, match="no runs under"):
+        records.load_results(tmp_path)
+
+
+def _edit_info(run_dir, **changes):
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, **changes}))
+
+
+def _append(run_dir, text):
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(text)
+
+
+def test_run_directories_are_not_searched_below(tmp_path):
+    run_dir = write_run(tmp_path)
+    (run_dir / "checkpoint" / "replay").mkdir(parents=True)
+    (run_dir / "checkpoint" / "replay" / "run.json").write_text("not a run")
+    found, excluded = records.load_results(tmp_path)
+    assert len(found) == 1 and excluded == []

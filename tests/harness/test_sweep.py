@@ -1,0 +1,273 @@
+"""harness.sweep: grid expansion, manifest, skip/resume/retry, Ctrl-C, CLI errors, and real sweeps.
+
+Most tests replace only the child program: `FakeRunExecutor` is the real LocalExecutor running
+FAKE_RUN (below) instead of `python -m harness.run`, with the same arguments. FAKE_RUN follows the
+run-directory contract and behaves by seed, so scheduling is tested in seconds. The slow tests run
+the real harness.run through `python -m harness.sweep`, with the local pool and with Ray.
+"""
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import config, executors, sweep as sweep_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TASKS = ["cartpole_swingup", "reacher_easy"]
+
+FAKE_RUN = r'''
+import json, os, pathlib, signal, sys, time
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("--out") + 1])
+seed = next(int(b.split("=")[1]) for b in args if b.startswith("Experiment.seed"))
+with open(os.environ["FAKE_RUN_CALLS"], "a") as f:
+    f.write(json.dumps({"out": str(out), "resume": "--resume" in args, "pid": os.getpid()}) + "\n")
+if seed == 2 or out.exists() and "--resume" not in args:   # user errors: exit 2, nothing written
+    print("error: unknown task 'bogus'" if seed == 2 else "error: run directory exists", file=sys.stderr)
+    sys.exit(2)
+out.mkdir(parents=True, exist_ok=True)
+info = {"experiment": "t", "method": "sac", "suite": "noisy_state", "task": out.parts[-3],
+        "seed": seed, "context_length": 32, "status": "running", "env_steps": 0, "total_env_steps": 2000}
+(out / "run.json").write_text(json.dumps(info))
+first = not (out / "attempted").exists()
+(out / "attempted").touch()
+if seed == 1 and first or seed == 3:
+    (out / "run.json").write_text(json.dumps(dict(info, status="failed", error="RuntimeError: diverged")))
+    print("RuntimeError: diverged")
+    sys.exit(1)
+if seed in (7, 8):
+    if seed == 7:
+        signal.signal(signal.SIGTERM, lambda *_: ((out / "got_sigterm").touch(), sys.exit(143)))
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    (out / "started").touch()
+    time.sleep(600)
+lines = [{"kind": "eval", "env_step": s, "return_mean": 100.0 * seed + s / 10, "return_std": 0.0,
+          "returns": [0.0], "wall_clock_s": 1.0} for s in (0, 1000, 2000)]
+(out / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+(out / "run.json").write_text(json.dumps(dict(info, status="done", env_steps=2000, wall_clock_s=2.0)))
+'''
+
+
+class FakeRunExecutor(executors.LocalExecutor):
+    """LocalExecutor whose jobs run FAKE_RUN with harness.run's arguments."""
+
+    def __init__(self, workers, fake_path):
+        super().__init__(workers)
+        self.fake_path = str(fake_path)
+
+    def submit(self, job):
+        rest = job.command[job.command.index("harness.run") + 1:]
+        super().submit(dataclasses.replace(job, command=(sys.executable, self.fake_path, *rest)))
+
+
+def make_sweep(root, seeds, methods=("gin/sac_noisy.gin",), **overrides):
+    return sweep_lib.Sweep(name="t", methods=list(methods), tasks=overrides.pop("tasks", TASKS),
+                           seeds=seeds, results_dir=str(root), overlays=["gin/quick.gin"], **overrides)
+
+
+def drive(root, seeds, workers=2, grace_s=5.0, retries=1):
+    """Plan and run a sweep under FakeRunExecutor; returns (exit status, manifest dict, calls)."""
+    root = pathlib.Path(root)
+    (root / "fake_run.py").write_text(FAKE_RUN)
+    os.environ["FAKE_RUN_CALLS"] = str(root / "calls.jsonl")
+    sweep = make_sweep(root / "results", seeds, retries=retries)
+    manifest = sweep_lib.Manifest(sweep, sweep_lib.plan(sweep), "local")
+    status = sweep_lib.run_sweep(sweep, manifest, FakeRunExecutor(workers, root / "fake_run.py"),
+                                 workers, grace_s=grace_s, log=lambda line: None)
+    return status, json.loads(manifest.path.read_text()), _calls(root)
+
+
+def _calls(root):
+    path = pathlib.Path(root) / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _by_seed(manifest):
+    return {(r["task"], r["seed"]): r for r in manifest["runs"]}
+
+
+def test_plan_expands_the_grid_into_describe_run_directories(tmp_path):
+    variant = tmp_path / "sac_b.gin"
+    variant.write_text("include 'gin/sac_noisy.gin'\nExperiment.method = 'sac_b'\n")
+    sweep = make_sweep(tmp_path, seeds=[0, 5, 6], methods=("gin/sac_noisy.gin", str(variant)),
+                       context_lengths=[32, 48], bindings=["Schedule.eval_episodes = 1"])
+    runs = sweep_lib.plan(sweep)
+    assert len(runs) == 2 * 2 * 3 * 2
+    assert len({r["run_dir"] for r in runs}) == len(runs)
+    run = next(r for r in runs if r["method"] == "sac_b" and r["seed"] == 6 and r["context_length"] == 48)
+    assert run["run_dir"] == "sac_b/noisy_state/cartpole_swingup/ctx48/seed6"
+    assert run["bindings"] == ["Experiment.name = 't'", "Experiment.task = 'cartpole_swingup'",
+                               "Experiment.seed = 6", "Experiment.context_length = 48",
+                               "Schedule.eval_episodes = 1"]
+    spec, run_dir = config.describe_run(run["gin_files"], run["bindings"], root=tmp_path)
+    assert run_dir == tmp_path / "t" / run["run_dir"] and spec["context_length"] == 48
+
+
+def test_two_methods_with_one_label_are_rejected(tmp_path):
+    with pytest.raises(config.ConfigError, match="share the run directory"):
+        sweep_lib.plan(make_sweep(tmp_path, [0], methods=("gin/sac_noisy.gin", "gin/sac_noisy.gin")))
+
+
+def test_runs_retry_then_report_and_user_errors_are_not_retried(tmp_path):
+    status, manifest, calls = drive(tmp_path, seeds=[0, 1, 2, 3], retries=1)
+    runs = _by_seed(manifest)
+    assert status == 1  # some runs failed for good
+    for task in TASKS:
+        assert runs[task, 0]["status"] == "done" and runs[task, 0]["attempts"] == 1
+        assert runs[task, 1]["status"] == "done" and runs[task, 1]["attempts"] == 2  # retried once
+        assert runs[task, 2]["status"] == "failed" and runs[task, 2]["attempts"] == 1  # exit 2: no retry
+        assert runs[task, 2]["error"] == "error: unknown task 'bogus'" and runs[task, 2]["exit_code"] == 2
+        assert runs[task, 3]["status"] == "failed" and runs[task, 3]["attempts"] == 2
+        assert runs[task, 3]["error"] == "RuntimeError: diverged" and runs[task, 3]["exit_code"] == 1
+    retried = [c for c in calls if c["out"].endswith("cartpole_swingup/ctx32/seed1")]
+    assert [c["resume"] for c in retried] == [False, True]  # the retry continues the run directory
+    log = tmp_path / "results" / "t" / runs[TASKS[0], 3]["log"]
+    assert log.read_text().count("RuntimeError: diverged") == 2  # both attempts appended
+
+
+def test_rerun_skips_done_runs_and_retries_failed_ones(tmp_path):
+    drive(tmp_path, seeds=[0, 3], retries=0)
+    first = len(_calls(tmp_path))
+    status, manifest, calls = drive(tmp_path, seeds=[0, 3], retries=0)
+    again = calls[first:]
+    assert status == 1 and len(again) == 2  # only the two failed seed-3 runs start again
+    assert all(c["out"].endswith("seed3") and c["resume"] for c in again)
+    assert _by_seed(manifest)[TASKS[0], 3]["attempts"] == 2  # attempts add up across invocations
+    assert _by_seed(manifest)[TASKS[0], 0]["status"] == "done"
+
+
+def test_ctrl_c_stops_runs_marks_them_interrupted_and_resumes(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
+         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7, 8], workers=4, grace_s=1.0)[0])"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / f"seed{seed}"
+                for task in TASKS for seed in (7, 8)]
+    _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) == 130
+    manifest = json.loads((tmp_path / "results" / "t" / "sweep.json").read_text())
+    assert {r["status"] for r in manifest["runs"]} == {"interrupted"}
+    for call in _calls(tmp_path):
+        with pytest.raises(ProcessLookupError):
+            os.kill(call["pid"], 0)  # SIGTERM, or SIGKILL for the run that ignores it
+    assert all((d / "got_sigterm").exists() for d in run_dirs if d.name == "seed7")
+    for d in run_dirs:  # the runs stopped before writing anything final: resumable, not corrupt
+        assert json.loads((d / "run.json").read_text())["status"] == "running"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
+         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2)[0])"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / "seed7" for task in TASKS]
+    _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    driver.kill()  # SIGKILL: the sweep cannot clean up, the kernel signals its children
+    driver.wait(timeout=30)
+    _wait_for(lambda: all((d / "got_sigterm").exists() for d in run_dirs), None, timeout_s=30)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--gin", "gin/sweeps/missing.gin"], "gin file not found: gin/sweeps/missing.gin"),
+    (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.colour = 1"],
+     "invalid gin configuration: Configurable 'Sweep' doesn't have a parameter named 'colour'."),
+    (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.seeds = []"], "Sweep.seeds is empty"),
+    (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.methods = ['gin/nope.gin']"],
+     "gin file not found: gin/nope.gin"),
+    (["--gin", "gin/sweeps/tiny.gin", "--workers", "0"], "--workers must be at least 1, got 0"),
+    (["--gin", "gin/sweeps/tiny.gin", "--address", "auto"], "--address needs --executor ray"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
+    argv = argv + ["--bind", f"Sweep.results_dir = '{tmp_path}'"]
+    if "Sweep.methods" not in str(argv):
+        argv += ["--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
+    assert sweep_lib.main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {words}")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, capsys):
+    held = sweep_lib.lock_sweep_dir(tmp_path / "tiny")
+    try:
+        argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
+                "--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
+        assert sweep_lib.main(argv) == 2
+        assert capsys.readouterr().err == f"error: another sweep is running in {tmp_path / 'tiny'}\n"
+        assert not (tmp_path / "tiny" / "sweep.json").exists()
+    finally:
+        held.close()
+    assert sweep_lib.lock_sweep_dir(tmp_path / "tiny") is not None  # released with its holder
+
+
+def test_module_entry_point_registers_sweep_once_and_rejects_unknown_executor(tmp_path):
+    command = [sys.executable, "-m", "harness.sweep", "--gin", "gin/sweeps/tiny.gin", "--dry-run",
+               "--bind", f"Sweep.results_dir = '{tmp_path}'", "--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
+    plan = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0] == f"new     {tmp_path}/tiny/sac/noisy_state/cartpole_swingup/ctx32/seed0"
+    bad = subprocess.run(command + ["--executor", "slurm"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("error: argument --executor: invalid choice: 'slurm'")
+
+
+def _missing_methods(sweep_file):
+    sweep = sweep_lib.load_sweep([sweep_file])
+    return [m for m in sweep.methods if not (REPO / m).is_file()]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "gin" / "sweeps").glob("*.gin")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_plans(path, tmp_path):
+    if _missing_methods(path):
+        pytest.skip(f"method gin files not in the repository yet: {_missing_methods(path)}")
+    sweep = sweep_lib.load_sweep([path], [f"Sweep.results_dir = '{tmp_path}'"])
+    runs = sweep_lib.plan(sweep)
+    assert len(runs) == len(sweep.methods) * len(sweep.tasks) * len(sweep.seeds) * len(sweep.context_lengths)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_tiny_sweep_end_to_end_then_rerun_skips_and_report(executor, tmp_path):
+    if _missing_methods(REPO / "gin" / "sweeps" / "tiny.gin"):
+        pytest.skip(f"method gin files not in the repository yet: {_missing_methods(REPO / 'gin/sweeps/tiny.gin')}")
+    if executor == "ray":
+        pytest.importorskip("ray", reason="needs ray (pip install 'ray[default]')")
+    command = [sys.executable, "-m", "harness.sweep", "--gin", "gin/sweeps/tiny.gin",
+               "--bind", f"Sweep.results_dir = '{tmp_path}'", "--executor", executor, "--workers", "2"]
+    env = dict(os.environ, MUJOCO_GL="egl")
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((tmp_path / "tiny" / "sweep.json").read_text())
+    assert len(manifest["runs"]) == 8 and {r["status"] for r in manifest["runs"]} == {"done"}
+    assert "8/8 done" in first.stderr
+    started = time.monotonic()
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "8/8 done, 0 running" in second.stderr
+    assert json.loads((tmp_path / "tiny" / "sweep.json").read_text())["runs"][0]["attempts"] == 1
+    assert executor == "ray" or time.monotonic() - started < 60  # nothing ran again
+    report = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path / "tiny"), "--reps", "200"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr
+    board = (tmp_path / "tiny" / "report" / "leaderboard.md").read_text()
+    assert "## noisy_state/ctx32 (2 tasks)" in board
+    assert all(f"| {r['method']} |" in board for r in manifest["runs"])
+    assert (tmp_path / "tiny" / "report" / "index.html").stat().st_size > 10_000
+
+
+def _wait_for(condition, process, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process is None or process.poll() is None, "the sweep exited early"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
