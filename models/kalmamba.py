@@ -4,10 +4,10 @@ linear-Gaussian latent chain, filtered and smoothed in parallel over time.
 With w_t, R_t the latent observation of `models.kalman_world_model` and a_{t-1} = prev_action[:, t]
 (zero where the belief restarts), per time step t:
 
-    x_t = small_net_in(concat(sg(w_t), a_{t-1}))           Linear-ReLU-dropout, width H
+    x_t = input_net(concat(sg(w_t), a_{t-1}))              Linear-ReLU-dropout, width H
     h_t = Mamba(x_{<=t})                                    resets where the belief restarts
     m_t = Linear(h_t)  (or h_t itself when H = Z)          the backbone's summary, size Z
-    (A_t, b_t, Q_t) = small_net_out(concat(m_t, a_t))      Linear-ReLU-dropout-Linear(3 Z)
+    (A_t, b_t, Q_t) = transition_net(concat(m_t, a_t))     Linear-ReLU-dropout-Linear(3 Z)
 
 with a_t = prev_action[:, t + 1] (the action taken at t), A_t = 0.4 + 0.59 sigmoid(.) in [0.4, 0.99]
 and Q_t in [0.001, 0.1] (bounded sigmoids, see the base module); the last step's (A, b, Q) are
@@ -29,6 +29,7 @@ states (quick sizes, 600 updates of 16 x 32, model alone): ELBO per step -13.4 a
 Acting (`step`) is one Kalman predict + update (the transition into t from m_{t-1} and a_{t-1}) and
 one recurrent Mamba step; the state holds the filtered mean / var at t - 1, m_{t-1} and the Mamba
 state, so nothing is recomputed. In eval mode (dropout off) `observe` equals successive `step`s.
+MC dropout samples its masks in train mode only: the agent acts in eval mode, with the mean network.
 
 Continuing `observe` from a given state prepends one pseudo-step with a missing observation whose
 outgoing transition is (0, prior mean, prior var): the scan then starts exactly from the state's

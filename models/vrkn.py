@@ -16,6 +16,9 @@ positive terms. Because A, b, Q depend on the filtered mean, filtering is inhere
 sequence at once). The smoother and the tight ELBO come from the base class; the smoother is the
 time-parallel RTS smoother, exact and free of any sequential dependency, so the baseline is not
 slowed down by a serial smoother it does not need.
+
+MC dropout samples its masks in train mode only; the agent acts in eval mode, with the mean network
+(VRKN's code keeps dropout on except inside its "MAP" context).
 """
 import gin
 import torch
