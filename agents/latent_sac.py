@@ -5,6 +5,11 @@ One update on a replay batch (B, T):
   2. SAC on the transitions (f_t, a_{t+1}^prev, r_{t+1}, f_{t+1}) between consecutive filtered
      features f_t = features(belief_t), detached from the model; a transition is valid unless
      obs_{t+1} starts a new episode, and its discount is 0 when obs_{t+1} is terminal.
+
+SAC trains on the beliefs of the model's own training pass (train mode: MC dropout active, RSSM's
+deterministic path driven by sampled latents), while acting runs the model in eval mode. This costs
+no second pass over the sequence, and treats every model alike; recomputing the features in eval
+mode would remove that train/act mismatch at the price of one more forward pass per update.
 """
 import gin
 import numpy as np

@@ -8,7 +8,7 @@ Twin Q-functions with EMA targets, a tanh-squashed Gaussian actor and a learned 
 
 with a' ~ pi(.|f'), d = 0 at terminal transitions, and all expectations masked to valid transitions.
 Defaults follow the RSSM+SAC stack of CoRAL (3x1024 ELU, lr 1e-3, gamma 0.99, target EMA 0.995,
-initial temperature 0.1); see ../shared/REFERENCE.md.
+initial temperature 0.1).
 """
 import math
 
@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def mlp(in_dim, out_dim, hidden_dim, num_layers, activation=nn.ELU):
-    layers, dim = [], in_dim
-    for _ in range(num_layers):
-        layers += [nn.Linear(dim, hidden_dim), activation()]
-        dim = hidden_dim
-    layers.append(nn.Linear(dim, out_dim))
-    return nn.Sequential(*layers)
+from models.networks import mlp
 
 
 def clamp_passing_gradient(x, low, high):

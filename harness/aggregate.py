@@ -15,7 +15,6 @@ bootstraps draw from numpy's *global* RNG (its `random_state` argument does not 
 so every rliable call here runs after `np.random.seed(seed)` and also receives
 `random_state=np.random.RandomState(seed)`; the caller's global RNG state is restored afterwards.
 """
-import argparse
 import collections
 import contextlib
 import csv
@@ -28,6 +27,7 @@ import warnings
 import numpy as np
 
 from harness import records as records_lib
+from harness.config import CliParser
 
 SCORE_SCALE = 1000.0  # DMC returns lie in [0, 1000]
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
@@ -309,13 +309,6 @@ def _label(suite, context_length):
     return f"{suite}/ctx{context_length}"
 
 
-class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv, prog="harness.aggregate", description=__doc__):
     parser = CliParser(prog=f"python -m {prog}", description=description.split("\n")[0])
     parser.add_argument("results_dir", help="directory holding run directories (searched recursively)")
@@ -336,13 +329,20 @@ def run_cli(argv, build, prog="harness.aggregate", description=__doc__):
     except (records_lib.ResultsError, AggregationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ImportError as error:
+        print(f"error: missing dependency ({error}); install the project: pip install -e .", file=sys.stderr)
+        return 2
     for note in result["warnings"]:
         print(f"warning: {note}", file=sys.stderr)
     if result["excluded"]:
         print(f"{len(result['excluded'])} run(s) excluded:", file=sys.stderr)
         for e in result["excluded"]:
             print(f"  {e['path']}: {e['reason']}", file=sys.stderr)
-    return build(result, args)
+    try:
+        return build(result, args)
+    except OSError as error:  # an unwritable --out, a full disk
+        print(f"error: cannot write the output: {error}", file=sys.stderr)
+        return 2
 
 
 def _write_aggregate(result, args):

@@ -3,6 +3,7 @@
 Unknown configurables or parameters are errors (`skip_unknown=False`); every failure surfaces as a
 `ConfigError` whose message the CLIs print as one line before exiting with status 2.
 """
+import argparse
 import importlib
 import pathlib
 
@@ -24,6 +25,13 @@ CONFIGURABLE_MODULES = (
 
 class ConfigError(ValueError):
     """A user error in gin files, bindings, suite or task names."""
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit status 2 (all harness CLIs)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def register_configurables():
@@ -49,11 +57,18 @@ def parse(gin_files, bindings=()):
 
 def make_experiment():
     """Build the `Experiment` from the parsed config, turning a missing binding into a ConfigError."""
+    from envs import suites
     from harness.experiment import Experiment
     try:
-        return Experiment()
+        experiment = Experiment()
     except Exception as error:
         raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
+    try:  # checked here, cheaply, so sweeps reject a misspelt task before starting any run
+        suites.check_suite(experiment.suite)
+        suites.task_spec(experiment.task)
+    except ValueError as error:
+        raise ConfigError(one_line(error)) from error
+    return experiment
 
 
 def describe_run(gin_files, bindings=(), root="results"):

@@ -36,6 +36,8 @@ class Experiment:
         self.task = task
         self.seed = int(seed)
         self.context_length = int(context_length)
+        if self.context_length < 2:
+            raise ValueError(f"Experiment.context_length must be >= 2 (SAC needs a transition), got {context_length}")
         self.world_model = world_model
         self.agent = agent
         self.env_fn = env_fn
@@ -79,3 +81,9 @@ class Schedule:
         self.checkpoint_every = int(checkpoint_every)
         self.log_every = int(log_every)
         self.replay_capacity = int(replay_capacity)
+        for name in ("env_steps_per_update", "batch_size", "eval_every", "eval_episodes",
+                     "checkpoint_every", "log_every", "replay_capacity", "total_env_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Schedule.{name} must be >= 1, got {getattr(self, name)}")
+        if self.prefill_env_steps < 0:
+            raise ValueError(f"Schedule.prefill_env_steps must be >= 0, got {self.prefill_env_steps}")

@@ -6,7 +6,6 @@
 Exit status: 0 done (or already done), 1 the run failed (run.json says why), 2 a user error
 (bad gin, unknown suite or task, existing run directory): then nothing is written or overwritten.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -18,11 +17,13 @@ import gin  # noqa: E402
 import torch  # noqa: E402
 
 from harness import config  # noqa: E402
+from envs.rendering import RenderingUnavailableError  # noqa: E402
 from harness.rundir import RunDirectory, git_commit, now_iso, package_versions  # noqa: E402
+from harness.tensorboard import TensorBoardWriter  # noqa: E402
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
+    parser = config.CliParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin file (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="gin binding such as \"Experiment.seed=3\" (repeatable)")
@@ -45,32 +46,53 @@ def resolve_device(name):
     return name
 
 
+def prepare(args):
+    """Everything that can fail because of the user's input, before anything is written.
+
+    Returns (experiment, run_dir, earlier run.json or None, runner), or (..., None) when the run is
+    already done; raises ConfigError with a one-line message otherwise.
+    """
+    device = resolve_device(args.device)
+    if args.tensorboard:
+        TensorBoardWriter.check_available()
+    config.parse(args.gin, args.bind)
+    experiment = config.make_experiment()
+    run_dir = RunDirectory(args.out or experiment.run_dir(args.root))
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise config.ConfigError(f"run directory {run_dir.path} is a file")
+    try:
+        info = run_dir.read_info() if run_dir.exists() else None
+    except (OSError, ValueError) as error:
+        raise config.ConfigError(f"cannot read {run_dir.run_json}: {error}") from error
+    if run_dir.exists() and not (args.resume or args.overwrite):
+        raise config.ConfigError(f"run directory {run_dir.path} exists: pass --resume to continue it "
+                                 "or --overwrite to start again")
+    if args.resume and info and info.get("status") == "done":
+        return experiment, run_dir, info, None
+    from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
+    try:
+        runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
+                        progress=not args.no_progress)
+    except (ValueError, TypeError, RenderingUnavailableError) as error:  # bad task, shapes, references
+        raise config.ConfigError(config.one_line(error)) from error
+    return experiment, run_dir, info, runner
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        device = resolve_device(args.device)
-        config.parse(args.gin, args.bind)
-        experiment = config.make_experiment()
-        run_dir = RunDirectory(args.out or experiment.run_dir(args.root))
-        info = run_dir.read_info() if run_dir.exists() else None
-        if run_dir.exists() and not (args.resume or args.overwrite):
-            raise config.ConfigError(f"run directory {run_dir.path} exists: pass --resume to continue it "
-                                     "or --overwrite to start again")
-        if args.resume and info and info.get("status") == "done":
-            print(f"run already done: {run_dir.path}")
-            return 0
-        from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
-        try:
-            runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
-                            progress=not args.no_progress)
-        except ValueError as error:  # unknown task or suite, bad shapes in a binding
-            raise config.ConfigError(config.one_line(error)) from error
+        experiment, run_dir, info, runner = prepare(args)
     except config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if runner is None:
+        print(f"run already done: {run_dir.path}")
+        return 0
+    device = str(runner.device)
 
     if args.overwrite and run_dir.path.exists():
         shutil.rmtree(run_dir.path)
+        info = None
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.config.write_text(gin.operative_config_str() or gin.config_str())
     info = dict(info or {}, **experiment.spec(), status="running", git_commit=git_commit(),

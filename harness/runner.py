@@ -6,9 +6,11 @@ simulator mid-episode. Evaluation marks are 0, eval_every, 2 eval_every, ... and
 with the default 1000-step episodes and eval_every a multiple of 1000 they fall exactly on the marks.
 Prefill (uniform random actions) also lasts whole episodes.
 
-Resuming restores networks, optimizers, replay, counters and RNG states from checkpoint/, and first
-truncates metrics.jsonl back to its length at that checkpoint, so an interrupted run ends with
-exactly the lines of an uninterrupted one.
+Resuming restores networks, optimizers, replay, counters, metrics not yet logged and RNG states
+from checkpoint/, and first truncates metrics.jsonl back to its length at that checkpoint, so an
+interrupted run ends with the eval and train points of an uninterrupted one (the same env steps;
+the values differ, since the simulator restarts its episode and GPU kernels are not bitwise
+deterministic).
 """
 import collections
 import random
@@ -32,7 +34,8 @@ class Runner:
         self.schedule = schedule or Schedule()
         self.device = torch.device(device)
         self.progress = progress
-        self.tensorboard = TensorBoardWriter(run_dir.path / "tb") if tensorboard else None
+        self.use_tensorboard = tensorboard
+        self.tensorboard = None  # opened in run(), once the run directory is in place
         self._seed_everything(experiment.seed)
         self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task, seed=experiment.seed)
         self.eval_env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
@@ -53,6 +56,8 @@ class Runner:
     def run(self):
         """Train until `total_env_steps`, resuming from checkpoint/ when it exists."""
         self._restore()
+        if self.use_tensorboard:
+            self.tensorboard = TensorBoardWriter(self.run_dir.path / "tb")
         bar = self._progress_bar()
         start, start_clock = time.perf_counter(), self.counters["wall_clock_s"]
         try:
@@ -176,6 +181,11 @@ class Runner:
             "counters": dict(c),
             "agent": self.agent.state_dict(),
             "replay_total_added": self.replay.total_added,
+            # metrics averaged into the next train line and the last eval: a resumed run writes
+            # the same lines as an uninterrupted one even when marks are not aligned
+            "pending": {"train_metrics": dict(self._train_metrics),
+                        "episode_returns": list(self._episode_returns),
+                        "last_eval_return": self.last_eval_return},
             "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -189,6 +199,9 @@ class Runner:
             self.run_dir.truncate_metrics(0)
             return
         self.counters.update(state["counters"])
+        self._train_metrics.update(state["pending"]["train_metrics"])
+        self._episode_returns.extend(state["pending"]["episode_returns"])
+        self.last_eval_return = state["pending"]["last_eval_return"]
         self.agent.load_state_dict(state["agent"])
         self.replay.load(self.run_dir.replay_dir, state["replay_total_added"])
         self.rng.bit_generator.state = state["rng"]["numpy"]

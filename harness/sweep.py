@@ -33,7 +33,7 @@ import gin
 
 from harness import config
 from harness import executors as executors_lib
-from harness.aggregate import CliParser
+from harness.config import CliParser
 
 MANIFEST = "sweep.json"
 USER_ERROR = 2  # harness.run's exit status for a bad configuration: retrying cannot help

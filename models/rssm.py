@@ -83,12 +83,14 @@ class RSSM(WorldModel):
         free_nats: 1.0 (CoRAL; PlaNet / Dreamer v1 use 3.0), clipped per time step.
         kl_balance: alpha = 0.8, the weight of the prior-training KL term (CoRAL, from Dreamer v2).
         min_std: 0.1, lower bound of every standard deviation (CoRAL, Dreamer v1).
-    CoRAL trains this model with Adam, lr 3e-4 and gradient-norm clip 10; those live in the agent.
+    CoRAL trains this model with Adam, lr 3e-4 and gradient-norm clip 10; the optimiser lives in the
+    agent (`LatentSAC.model_lr`, `LatentSAC.model_grad_clip`, whose default 100 is shared by all models).
 
     Belief (B, [T,] ...): deter h (deter_dim), stoch z carried to the next step (stoch_dim; a sample
     in train mode, the posterior mean in eval mode), mean / std of the posterior, prior_mean /
-    prior_std of the prior. features = concat(h, posterior mean): deterministic given the history,
-    so the actor and critic see no sampling noise (CoRAL's "deterministic features" for SAC).
+    prior_std of the prior. features = concat(h, posterior mean) (CoRAL's features for SAC). In eval
+    mode, when acting, they are deterministic given the history; in a training pass h is driven by
+    sampled z, so the features SAC trains on carry that sampling noise (`agents/latent_sac.py`).
     """
 
     def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None,

@@ -79,6 +79,9 @@ def test_resume_after_sigkill_has_exactly_the_uninterrupted_eval_points(tmp_path
     (["--bind", "Experiment.task = 'cartpole_fly'"], "cartpole_fly"),
     (["--bind", "Experiment.suite = 'audio'"], "audio"),
     (["--gin", "gin/does_not_exist.gin"], "does_not_exist"),
+    (["--bind", "Schedule.eval_every = 0"], "eval_every"),
+    (["--bind", "Experiment.context_length = 1"], "context_length"),
+    (["--bind", "Experiment.world_model = @StateEncoder"], "error"),  # a factory of the wrong kind
 ])
 def test_user_errors_exit_2_with_one_message_and_write_nothing(tmp_path, bad, message):
     out = tmp_path / "run"
@@ -97,3 +100,16 @@ def test_existing_run_is_never_overwritten_without_asking(tmp_path):
     assert result.returncode == 2 and "exists" in result.stderr
     assert (out / "run.json").read_text() == '{"status": "done"}'
     assert sorted(p.name for p in out.iterdir()) == ["run.json"]
+
+
+def test_corrupt_run_json_or_a_file_as_run_directory_exit_2_and_stay_untouched(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"status": "runn')
+    result = run_cli(*QUICK, "--out", str(out), "--resume")
+    assert result.returncode == 2 and "run.json" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "run.json").read_text() == '{"status": "runn'
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_cli(*QUICK, "--out", str(afile))
+    assert result.returncode == 2 and "is a file" in result.stderr and afile.read_text() == "x"
