@@ -265,6 +265,9 @@ def test_kernel_scan_matches_fallback(resets, L):
     g_kernel, g_ref = ([torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs)]
                        for gs in grads)
     for name, gk, gr in zip(names, g_kernel, g_ref):
+        if not gr.any():  # e.g. A at L = 1: both must be exactly zero (relative error is 0 / 0)
+            assert not gk.any(), name
+            continue
         assert relative_error(gk, gr) < 1e-3, name
 
 
