@@ -58,6 +58,7 @@ def render_figures(result):
 
     colors = method_colors(result)
     figures = []
+    ci = f"{result['confidence']:.0%}"
 
     def keep(fig, filename, title, section):
         buffer = io.BytesIO()
@@ -76,7 +77,7 @@ def render_figures(result):
             points, cis, metric_names=result["metric_names"], algorithms=methods, colors=colors,
             xlabel="Normalized score (return / 1000)", subfigure_width=3.6, max_ticks=3,
             row_height=max(0.5, 0.45 * len(methods)), xlabel_y_coordinate=-0.35 / len(methods) - 0.1)
-        keep(fig, f"{stem}_intervals.png", f"Aggregate scores with 95% stratified-bootstrap CIs", label)
+        keep(fig, f"{stem}_intervals.png", f"Aggregate scores with {ci} stratified-bootstrap CIs", label)
 
         profile = g["performance_profile"]
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -106,7 +107,7 @@ def render_figures(result):
                 {m: np.array([curve[m]["low"], curve[m]["high"]]) for m in methods},
                 algorithms=methods, colors=colors, ax=ax, xlabel="Environment steps",
                 ylabel="IQM normalized score", labelsize="large", ticklabelsize="large", legend=True)
-            keep(fig, f"{stem}_sample_efficiency.png", "IQM along training (95% CIs)", label)
+            keep(fig, f"{stem}_sample_efficiency.png", f"IQM along training ({ci} CIs)", label)
 
     rows = result["wall_clock"]["by_context_length"]
     if rows:

@@ -215,18 +215,3 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         elif "reset" in state:
             restart[:, 0] |= state["reset"].to(restart.device)
         return restart
-
-    def _check_inputs(self, obs, prev_action, is_first) -> None:
-        """One clear error for sequences that do not match the model (shapes as in `observe`)."""
-        if not torch.is_tensor(is_first) or is_first.dim() != 2 or is_first.dtype != torch.bool:
-            got = f"{is_first.dtype} {tuple(is_first.shape)}" if torch.is_tensor(is_first) else type(is_first).__name__
-            raise ValueError(f"is_first must be a bool tensor of shape (B, T), got {got}")
-        batch_time = tuple(is_first.shape)
-        if batch_time[1] < 1:
-            raise ValueError("sequences need at least one step (T >= 1)")
-        if tuple(obs.shape) != batch_time + self.obs_shape:
-            raise ValueError(f"obs must have shape {batch_time + self.obs_shape} (B, T, *obs_shape), "
-                             f"got {tuple(obs.shape)}")
-        if tuple(prev_action.shape) != batch_time + (self.action_dim,):
-            raise ValueError(f"prev_action must have shape {batch_time + (self.action_dim,)} (B, T, A), "
-                             f"got {tuple(prev_action.shape)}")

@@ -191,15 +191,3 @@ class RSSM(WorldModel):
             "model/posterior_std": beliefs["std"].mean().detach(),
         }
         return loss, metrics, beliefs
-
-    def _check_inputs(self, obs, prev_action, is_first) -> None:
-        """One clear error for sequences that do not match the model (shapes as in `observe`)."""
-        if is_first.dim() != 2:
-            raise ValueError(f"is_first must have shape (B, T), got {tuple(is_first.shape)}")
-        batch_time = tuple(is_first.shape)
-        if tuple(obs.shape) != batch_time + self.obs_shape:
-            raise ValueError(f"obs must have shape {batch_time + self.obs_shape} (B, T, *obs_shape), "
-                             f"got {tuple(obs.shape)}")
-        if tuple(prev_action.shape) != batch_time + (self.action_dim,):
-            raise ValueError(f"prev_action must have shape {batch_time + (self.action_dim,)} (B, T, A), "
-                             f"got {tuple(prev_action.shape)}")

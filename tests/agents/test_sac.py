@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from agents.sac import SAC, TanhGaussianActor, clamp_passing_gradient

@@ -7,7 +7,6 @@ import pytest
 from rliable import library, metrics
 
 from harness import aggregate
-from harness.records import ResultsError
 from tests.harness.test_records import write_run
 
 REPS = 300

@@ -8,15 +8,6 @@ import torch
 from models import networks
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small networks train an order of magnitude faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _uint8_images(*lead, channels=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (*lead, channels, 64, 64), dtype=torch.uint8, generator=generator)

@@ -12,15 +12,6 @@ from models.rssm import RSSM, balanced_kl_loss, gaussian_kl
 SMALL = dict(deter_dim=12, stoch_dim=5, hidden_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small models train an order of magnitude faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small_state_networks():
     return dict(encoder_fn=lambda shape: networks.StateEncoder(shape, hidden_dim=16),
                 decoder_fn=lambda dim, shape: networks.StateDecoder(dim, shape, hidden_dim=16))
