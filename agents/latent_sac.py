@@ -60,16 +60,7 @@ class LatentSAC:
     def update(self, batch):
         """batch: dict of numpy arrays (B, T, ...) from the replay. Returns a dict of scalar tensors."""
         batch = {key: torch.as_tensor(value, device=self.device) for key, value in batch.items()}
-        self.world_model.train()
-        loss, metrics, beliefs = self.world_model.loss(batch)
-        if self.model_opt is not None:
-            self.model_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), self.model_grad_clip)
-            self.model_opt.step()
-            metrics["model/grad_norm"] = grad_norm.detach()
-        metrics["model/loss"] = loss.detach()
-
+        metrics, beliefs = self.update_world_model(batch)
         features = self.world_model.features({k: v.detach() for k, v in beliefs.items()})
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, T-1, ...) -> (N, ...)
         metrics.update(self.sac.update(
@@ -80,6 +71,19 @@ class LatentSAC:
             discount=flat(1.0 - batch["is_terminal"][:, 1:].float()),
             mask=flat(~batch["is_first"][:, 1:])))
         return metrics
+
+    def update_world_model(self, batch):
+        """Step 1 alone on a batch of tensors already on the device: (metrics, filtered beliefs)."""
+        self.world_model.train()
+        loss, metrics, beliefs = self.world_model.loss(batch)
+        if self.model_opt is not None:
+            self.model_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), self.model_grad_clip)
+            self.model_opt.step()
+            metrics["model/grad_norm"] = grad_norm.detach()
+        metrics["model/loss"] = loss.detach()
+        return metrics, beliefs
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self):

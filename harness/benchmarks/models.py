@@ -123,18 +123,8 @@ def random_batch(batch_size, length, shapes, device, generator):
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def model_update(agent, batch):
-    """The world-model half of `LatentSAC.update`: loss, backward, gradient clip and Adam step."""
-    agent.world_model.train()
-    loss, _, _ = agent.world_model.loss(batch)
-    agent.model_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(agent.world_model.parameters(), agent.model_grad_clip)
-    agent.model_opt.step()
-
-
 def _time_update_ms(agent, batch, device, args):
-    update = (lambda: model_update(agent, batch)) if args.model_only else (lambda: agent.update(batch))
+    update = (lambda: agent.update_world_model(batch)) if args.model_only else (lambda: agent.update(batch))
 
     def sync():
         if device.type == "cuda":

@@ -67,6 +67,6 @@ def test_model_update_steps_the_world_model_and_leaves_sac_alone():
     batch = benchmark.random_batch(2, 4, shapes, torch.device("cpu"), torch.Generator().manual_seed(0))
     model_before = [p.detach().clone() for p in agent.world_model.parameters()]
     sac_before = [p.detach().clone() for p in agent.sac.parameters()]
-    benchmark.model_update(agent, batch)
+    agent.update_world_model(batch)
     assert any(not torch.equal(a, b) for a, b in zip(model_before, agent.world_model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(sac_before, agent.sac.parameters()))
