@@ -20,7 +20,6 @@ them interrupted and exits 130; running the same command again resumes them.
 Exit status: 0 all done, 1 some runs failed, 2 user error, 130 interrupted.
 """
 import collections
-import datetime
 import itertools
 import json
 import os
@@ -34,6 +33,7 @@ import gin
 from harness import config
 from harness import executors as executors_lib
 from harness.config import CliParser
+from harness.rundir import atomic_write_text, now_iso
 
 MANIFEST = "sweep.json"
 USER_ERROR = 2  # harness.run's exit status for a bad configuration: retrying cannot help
@@ -135,7 +135,7 @@ class Manifest:
             run["attempts"] = old.get(run["id"], {}).get("attempts", 0)
             run["status"] = "done" if self.run_status(run) == "done" else "pending"
         self.data = {"name": sweep.name, "grid": sweep.grid(), "executor": executor,
-                     "started_at": _now(), "runs": runs}
+                     "started_at": now_iso(), "runs": runs}
         self.runs = {run["id"]: run for run in runs}
 
     def _load_previous(self):
@@ -157,11 +157,9 @@ class Manifest:
         return collections.Counter(run["status"] for run in self.runs.values())
 
     def save(self):
-        self.data["updated_at"] = _now()
+        self.data["updated_at"] = now_iso()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
 def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor, parallelism: int,
@@ -289,10 +287,6 @@ def _duration(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_args(argv):
