@@ -37,12 +37,8 @@ def run(problem, parallel):
     return filtered, smoothed
 
 
-def dense_posterior(p, bi, di):
-    """Brute force for one (batch, dim): build the joint Gaussian of z_{0:T-1} and condition.
-
-    Returns dict of (T,) tensors: filtered/predicted/smoothed mean and var, and the smoother gain
-    Cov(z_t, z_{t+1} | y_{0:t}) / Var(z_{t+1} | y_{0:t}).
-    """
+def dense_prior(p, bi, di):
+    """Mean (T,) and covariance (T, T) of z_{0:T-1} for one (batch, dim), built independently."""
     T = p["y"].shape[1]
     transition = torch.zeros(T, T, dtype=F64)
     offset, noise = torch.zeros(T, dtype=F64), torch.zeros(T, dtype=F64)
@@ -54,7 +50,17 @@ def dense_posterior(p, bi, di):
             offset[t], noise[t] = p["b"][bi, t - 1, di], p["Q"][bi, t - 1, di]
     # z = transition z + offset + w  =>  z = M (offset + w)
     M = torch.linalg.inv(torch.eye(T, dtype=F64) - transition)
-    mu, cov = M @ offset, M @ torch.diag(noise) @ M.T
+    return M @ offset, M @ torch.diag(noise) @ M.T
+
+
+def dense_posterior(p, bi, di):
+    """Brute force for one (batch, dim): build the joint Gaussian of z_{0:T-1} and condition.
+
+    Returns dict of (T,) tensors: filtered/predicted/smoothed mean and var, and the smoother gain
+    Cov(z_t, z_{t+1} | y_{0:t}) / Var(z_{t+1} | y_{0:t}).
+    """
+    T = p["y"].shape[1]
+    mu, cov = dense_prior(p, bi, di)
     y, R = p["y"][bi, :, di], p["R"][bi, :, di]
     observed = [t for t in range(T) if p["mask"][bi, t]]
 

@@ -7,6 +7,7 @@ import torch
 
 from models.kalman import kalman_filter, kalman_smoother
 from models.tight_elbo import gaussian_kl_terms, tight_kl
+from tests.models.test_kalman import dense_prior
 
 F64 = torch.float64
 
@@ -36,21 +37,6 @@ def infer(chain, parallel=True):
 def kl_of(chain, filtered, smoothed):
     return tight_kl(filtered.filtered_var, smoothed.smoothed_mean, smoothed.smoothed_var, chain["A"],
                     chain["b"], chain["Q"], chain["mean0"], chain["var0"], chain["is_first"])
-
-
-def dense_prior(chain, bi, di):
-    """Mean (T,) and covariance (T, T) of z_{0:T-1} for one (batch, dim), built independently."""
-    T = chain["y"].shape[1]
-    transition = torch.zeros(T, T, dtype=F64)
-    offset, noise = torch.zeros(T, dtype=F64), torch.zeros(T, dtype=F64)
-    for t in range(T):
-        if t == 0 or chain["is_first"][bi, t]:
-            offset[t], noise[t] = chain["mean0"][bi, di], chain["var0"][bi, di]
-        else:
-            transition[t, t - 1] = chain["A"][bi, t - 1, di]
-            offset[t], noise[t] = chain["b"][bi, t - 1, di], chain["Q"][bi, t - 1, di]
-    M = torch.linalg.inv(torch.eye(T, dtype=F64) - transition)
-    return M @ offset, M @ torch.diag(noise) @ M.T
 
 
 def dense_posterior(mu, cov, y, R):
