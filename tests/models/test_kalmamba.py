@@ -126,23 +126,6 @@ def test_backbone_reads_the_latent_observations_as_data_by_default(detach):
             assert not reached, name
 
 
-@pytest.mark.parametrize("split", [1, 5, 12])
-def test_observe_continues_from_a_state_exactly(split):
-    """Two chunks (the second starting from the first's last state) equal one pass, resets included;
-    the batch mixes a row that restarts at the split with rows that continue."""
-    model = make_model().double().eval()
-    batch = make_batch(resets=((1, split), (2, 3)))
-    obs, act, first = batch["obs"], batch["prev_action"], batch["is_first"]
-    with torch.no_grad():
-        whole, whole_last = model.observe(obs, act, first)
-        head, head_last = model.observe(obs[:, :split], act[:, :split], first[:, :split])
-        tail, tail_last = model.observe(obs[:, split:], act[:, split:], first[:, split:], state=head_last)
-    for key in whole:
-        torch.testing.assert_close(torch.cat([head[key], tail[key]], 1), whole[key], rtol=0, atol=1e-12)
-    for key in whole_last:
-        torch.testing.assert_close(tail_last[key], whole_last[key], rtol=0, atol=1e-12)
-
-
 @pytest.mark.parametrize("T", [37, 100])
 def test_float32_observe_matches_float64_steps_on_longer_sequences(T):
     model64 = make_model().double().eval()

@@ -53,16 +53,6 @@ def test_observe_equals_successive_steps(obs_shape, length):
     assert model.features(beliefs).shape == (2, length, model.feature_dim) == (2, length, 264)
 
 
-def test_observe_continues_from_a_given_state():
-    torch.manual_seed(0)
-    model = RSSM((4,), 3, **SMALL).double().eval()
-    batch = _batch((4,), 3, 3, 11, torch.float64)
-    whole, _ = model.observe(batch["obs"], batch["prev_action"], batch["is_first"])
-    head, carry = model.observe(batch["obs"][:, :6], batch["prev_action"][:, :6], batch["is_first"][:, :6])
-    tail, _ = model.observe(batch["obs"][:, 6:], batch["prev_action"][:, 6:], batch["is_first"][:, 6:], state=carry)
-    _assert_beliefs_equal({k: torch.cat([head[k], tail[k]], 1) for k in whole}, whole, atol=1e-12)
-
-
 def test_mid_sequence_is_first_restarts_the_belief():
     torch.manual_seed(0)
     model = RSSM((5,), 2, **SMALL).double().eval()

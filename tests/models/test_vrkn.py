@@ -127,19 +127,6 @@ def test_free_nats_and_reward_scale():
                                rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("split", [1, 6])
-def test_observe_continues_from_a_state_exactly(split):
-    model = make_model().double().eval()
-    batch = make_batch(resets=((1, split), (2, 2)))
-    obs, act, first = batch["obs"], batch["prev_action"], batch["is_first"]
-    with torch.no_grad():
-        whole, _ = model.observe(obs, act, first)
-        head, head_last = model.observe(obs[:, :split], act[:, :split], first[:, :split])
-        tail, _ = model.observe(obs[:, split:], act[:, split:], first[:, split:], state=head_last)
-    for key in whole:
-        torch.testing.assert_close(torch.cat([head[key], tail[key]], 1), whole[key], rtol=0, atol=1e-12)
-
-
 @pytest.mark.parametrize("kwargs,message", [
     (dict(dropout=-0.1), "dropout"), (dict(hidden_dim=0), "hidden_dim"),
     (dict(transition_var_bounds=(0.001, 0.1), transition_var_init=0.5), "low < init < high"),

@@ -73,6 +73,22 @@ def assert_beliefs_equal(actual, expected, atol, keys=None):
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=atol, msg=lambda m: f"{key}: {m}")
 
 
+@pytest.mark.parametrize("split", [1, 3, 5])
+@pytest.mark.parametrize("name", ["identity", "rssm", "kalmamba", "vrkn"])
+def test_observe_continues_from_a_state_exactly(name, split):
+    """Two chunks, the second starting from the first's last state, equal one pass; the batch mixes
+    a row that restarts exactly at the split (split 3, 5) with rows that continue across it."""
+    model = make_model(name, "state").double().eval()
+    seq = make_sequence("state")
+    obs, act, first = seq["obs"], seq["prev_action"], seq["is_first"]
+    with torch.no_grad():
+        whole, whole_last = model.observe(obs, act, first)
+        head, head_last = model.observe(obs[:, :split], act[:, :split], first[:, :split])
+        tail, tail_last = model.observe(obs[:, split:], act[:, split:], first[:, split:], state=head_last)
+    assert_beliefs_equal({k: torch.cat([head[k], tail[k]], 1) for k in whole}, whole, atol=1e-12)
+    assert_beliefs_equal(tail_last, whole_last, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,shape_name", ALL)
 def test_observe_equals_successive_steps(name, shape_name):
     model = make_model(name, shape_name).double().eval()
