@@ -17,12 +17,11 @@ and of the input gradient: fallback vs mamba_ssm's module, and kernel path vs fa
 import argparse
 import datetime
 import math
-import statistics
 import sys
-import time
 
 import torch
 
+from harness.benchmarks.timing import median_ms
 from models.kalman import kalman_filter, kalman_smoother
 from models.mamba import Mamba, mamba_ssm_available
 
@@ -83,8 +82,8 @@ def _table(args, device):
     print("|" + "---:|" * len(header))
     for length in args.lengths:
         problem = _kalman_problem(args.batch, length, args.dim, device)
-        seq = _time_ms(lambda: _kalman_fwd_bwd(problem, parallel=False), device, args)
-        par = _time_ms(lambda: _kalman_fwd_bwd(problem, parallel=True), device, args)
+        seq = median_ms(lambda: _kalman_fwd_bwd(problem, parallel=False), device, args.warmup, args.repeats)
+        par = median_ms(lambda: _kalman_fwd_bwd(problem, parallel=True), device, args.warmup, args.repeats)
         row = [str(length), f"{seq:.2f}", f"{par:.2f}", f"{seq / par:.1f}x"]
         for variant in mamba_columns:
             too_long = device.type == "cpu" and length > args.mamba_cpu_max_length
@@ -133,24 +132,7 @@ def _time_mamba(args, device, length, variant):
         out = block(x) if is_first is None else block(x, is_first)
         torch.autograd.grad(out.square().sum(), [x, *block.parameters()])
 
-    return _time_ms(fwd_bwd, device, args)
-
-
-def _time_ms(fn, device, args):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return median_ms(fwd_bwd, device, args.warmup, args.repeats)
 
 
 def _check(args):

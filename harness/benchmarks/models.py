@@ -17,14 +17,13 @@ previous T already took longer than --max-ms, `OOM` when the device ran out of m
 """
 import argparse
 import datetime
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
 from harness import config
+from harness.benchmarks.timing import median_ms
 
 MODELS = ("kalmamba", "rssm", "vrkn")
 SUITE_FILES = {"noisy_state": "noisy", "image": "image"}
@@ -126,20 +125,7 @@ def random_batch(batch_size, length, shapes, device, generator):
 def _time_update_ms(agent, batch, device, args):
     update = (lambda: agent.update_world_model(batch)) if args.model_only else (lambda: agent.update(batch))
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        update()
-    sync()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        update()
-        sync()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return median_ms(update, device, args.warmup, args.repeats)
 
 
 def _measure(args, suite, shapes, device):
