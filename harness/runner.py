@@ -45,7 +45,7 @@ class Runner:
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)
-        self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0,
+        self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0, "prefill_agent_steps": 0,
                          "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
                          "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0}
         self.last_eval_return = float("nan")
@@ -109,6 +109,7 @@ class Runner:
             self.replay.add(obs, action, reward, is_first=False, is_terminal=terminated)
             c["env_step"] += info.get("env_steps", self.env.action_repeat)
             c["agent_step"] += 1
+            c["prefill_agent_steps"] += random_policy
             episode_return += reward
             prev_action, is_first, done = action, False, terminated or truncated
             self._run_due_updates()
@@ -117,7 +118,7 @@ class Runner:
 
     def _run_due_updates(self):
         s, c = self.schedule, self.counters
-        due = (c["env_step"] - s.prefill_env_steps) // s.env_steps_per_update
+        due = (c["agent_step"] - c["prefill_agent_steps"]) // s.agent_steps_per_update
         if due <= 0 or len(self.replay) < self.experiment.context_length:
             return
         while c["updates"] < due:

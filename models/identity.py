@@ -12,6 +12,8 @@ from models.world_model import Belief, WorldModel
 class Identity(WorldModel):
     """features(belief) = obs_t as float32. Only for vector observations."""
 
+    name = "sac"
+
     def __init__(self, obs_shape, action_dim):
         super().__init__()
         if len(obs_shape) != 1:

@@ -70,6 +70,8 @@ class KalMamba(KalmanWorldModel):
         use_kernel: let the Mamba block use mamba_ssm's CUDA kernel when available.
     """
 
+    name = "kalmamba"
+
     def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
                  hidden_dim: int = 300, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  transition_scale_bounds=(0.4, 0.99), transition_scale_init: float = 0.9,

@@ -93,6 +93,8 @@ class RSSM(WorldModel):
     sampled z, so the features SAC trains on carry that sampling noise (`agents/latent_sac.py`).
     """
 
+    name = "rssm"
+
     def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None,
                  deter_dim: int = 200, stoch_dim: int = 64, hidden_dim: int = 400, num_layers: int = 2,
                  free_nats: float = 1.0, kl_balance: float = 0.8, min_std: float = 0.1):

@@ -63,6 +63,8 @@ class VRKN(KalmanWorldModel):
         reward_scale: 10.0, weight of the reward log-likelihood (VRKN's reward decoder scale).
     """
 
+    name = "vrkn"
+
     def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
                  hidden_dim: int = 300, dropout: float = 0.1, transition_scale_bounds=(0.1, 0.99),
                  transition_scale_init: float = 0.9, transition_var_bounds=(0.001, 0.1),

@@ -41,6 +41,10 @@ Belief = dict[str, torch.Tensor]
 class WorldModel(nn.Module, abc.ABC):
     """Abstract base: see the module docstring for the contract."""
 
+    # The method's label on the leaderboard and in run directories: lower case, letters, digits
+    # and underscores. The run's identity is read from the class that was built, never from a
+    # second label that could disagree with it.
+    name: str
     feature_dim: int
 
     @abc.abstractmethod
