@@ -52,15 +52,24 @@ def package_versions():
     return versions
 
 
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.gin"
+CHECKPOINT_DIR = "checkpoint"
+
+RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+STATUSES = (RUNNING, DONE, FAILED, INTERRUPTED)
+
+
 class RunDirectory:
     """Paths and writers of `<run_dir>/{run.json, metrics.jsonl, config.gin, checkpoint/}`."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
-        self.run_json = self.path / "run.json"
-        self.metrics = self.path / "metrics.jsonl"
-        self.config = self.path / "config.gin"
-        self.checkpoint = self.path / "checkpoint"
+        self.run_json = self.path / RUN_FILE
+        self.metrics = self.path / METRICS_FILE
+        self.config = self.path / CONFIG_FILE
+        self.checkpoint = self.path / CHECKPOINT_DIR
         self.state_file = self.checkpoint / "state.pt"
         self.replay_dir = self.checkpoint / "replay"
 
@@ -69,6 +78,14 @@ class RunDirectory:
 
     def read_info(self):
         return json.loads(self.run_json.read_text()) if self.run_json.exists() else None
+
+    def status(self):
+        """run.json's status, or None when there is no readable run.json."""
+        try:
+            info = self.read_info()
+        except (OSError, ValueError):
+            return None
+        return info.get("status") if isinstance(info, dict) else None
 
     def write_info(self, info):
         self.path.mkdir(parents=True, exist_ok=True)
