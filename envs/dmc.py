@@ -26,7 +26,8 @@ class DMCEnv:
         observation and action noise) exactly as a new env with that seed; None continues them.
 
     Attributes: obs_shape, obs_dtype (from `observation`), action_dim, action_repeat,
-    max_episode_steps (agent steps per episode), physics (the dm_control physics).
+    max_episode_steps (agent steps per episode), physics (the dm_control physics), conditions
+    (the noise actually applied: {"obs_noise_std", "action_noise_std"}, recorded in run.json).
     """
 
     def __init__(self, dmc_env, observation, action_repeat: int, seed: int, action_noise_std: float = 0.0):
@@ -47,6 +48,11 @@ class DMCEnv:
         self.obs_dtype = observation.dtype
         self._episode_over = True
         self._reseed(check_seed(seed))
+
+    @property
+    def conditions(self) -> dict:
+        return {"obs_noise_std": float(getattr(self._observation, "noise_std", 0.0)),
+                "action_noise_std": self.action_noise_std}
 
     @property
     def physics(self):

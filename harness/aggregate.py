@@ -2,9 +2,13 @@
 
 Scores follow rliable's one data contract, `{method: ndarray(num_runs, num_tasks[, num_points])}`,
 with DeepMind Control returns normalised as score = return / 1000. Runs are compared only inside a
-group of equal (suite, context length). Within a group:
+group of equal (experiment, suite, context length): one leaderboard per group, never runs of two
+experiments (two budgets, two protocols) on one. A group's rows ("methods" below) are the method
+with its variant label, `kalmamba+no_regulariser`, plus the observation/action noise where one
+method ran under several noise levels (`sac [obs 0, act 0]`). Within a group:
 
 - tasks are restricted to those every method ran (runs on other tasks are excluded, with a warning);
+  a method that shares no task with the others is left out of the group, with its reason;
 - each method keeps min over tasks of its runs-per-task runs on every task, lowest seeds first
   (rliable needs a rectangular matrix; the dropped runs are excluded with their reason);
 - the final score of a run is its last eval point; sample-efficiency curves use the eval steps that
@@ -81,18 +85,50 @@ def performance_profiles(score_dict, taus, reps, seed, confidence=0.95):
                                                   confidence_interval_size=confidence)
 
 
-def select_runs(group):
-    """Choose the runs of one (suite, context length) group that form rectangular score matrices.
+def row_labels(records) -> dict:
+    """{run path: leaderboard row}: method[+variant], and the noise where it tells rows apart."""
+    noises = collections.defaultdict(set)
+    for r in records:
+        noises[(r.method, r.variant)].add((r.obs_noise_std, r.action_noise_std))
+    labels = {}
+    for r in records:
+        label = f"{r.method}+{r.variant}" if r.variant else r.method
+        if len(noises[(r.method, r.variant)]) > 1:
+            label += f" [obs {_number(r.obs_noise_std)}, act {_number(r.action_noise_std)}]"
+        labels[r.path] = label
+    return labels
 
-    Returns (tasks, {method: {task: [RunRecord] * num_runs}}, exclusions, warnings).
+
+def row_conditions(group, labels) -> dict:
+    """{row: the identity fields that define it}, shown by the report next to each leaderboard."""
+    return {labels[r.path]: {"method": r.method, "variant": r.variant, "world_model": r.world_model,
+                             "obs_noise_std": r.obs_noise_std, "action_noise_std": r.action_noise_std}
+            for r in group}
+
+
+def select_runs(group, labels=None):
+    """Choose the runs of one (experiment, suite, context length) group that form rectangular
+    score matrices; `labels` maps run paths to rows (default: `row_labels(group)`).
+
+    Returns (tasks, {row: {task: [RunRecord] * num_runs}}, exclusions, warnings).
     """
+    labels = labels or row_labels(group)
     by_method = collections.defaultdict(lambda: collections.defaultdict(list))
     for record in sorted(group, key=lambda r: r.key):
-        by_method[record.method][record.task].append(record)
-    label = _label(group[0].suite, group[0].context_length)
+        by_method[labels[record.path]][record.task].append(record)
+    label = _label(group[0])
+    exclusions, notes = [], []
     task_sets = {method: set(tasks) for method, tasks in by_method.items()}
     common = sorted(set.intersection(*task_sets.values()))
-    exclusions, notes = [], []
+    while not common and len(task_sets) > 1:  # leave out the method with the fewest runs and retry
+        stray = min(task_sets, key=lambda m: (sum(map(len, by_method[m].values())), m))
+        others = sorted(set(task_sets) - {stray})
+        exclusions += [_exclude(r, f"{label}: {stray} ran only {', '.join(sorted(task_sets[stray]))}, "
+                                   f"no task in common with {', '.join(others)}")
+                       for runs in by_method.pop(stray).values() for r in runs]
+        notes.append(f"{label}: {stray} shares no task with the other methods and is left out")
+        del task_sets[stray]
+        common = sorted(set.intersection(*task_sets.values()))
     if set.union(*task_sets.values()) != set(common):
         listing = "; ".join(f"{m}: {', '.join(sorted(t))}" for m, t in sorted(task_sets.items()))
         notes.append(f"{label}: methods ran different tasks ({listing}); "
@@ -176,8 +212,9 @@ def score_matrix(runs_by_task, tasks, steps=None):
     return np.stack(columns, axis=1) / SCORE_SCALE
 
 
-def wall_clock(records):
-    """Per-run timing rows and their summary per (method, suite, context length).
+def wall_clock(records, labels=None):
+    """Per-run timing rows and their summary per (row, suite, context length); `labels` maps run
+    paths to rows (default: the method).
 
     env_steps_per_s = env_steps / wall_clock_s over the whole run (training time summed over
     resumes); hours_per_1M_env_steps = 1e6 / env_steps_per_s / 3600.
@@ -187,17 +224,18 @@ def wall_clock(records):
         if not r.wall_clock_s or r.wall_clock_s <= 0 or r.env_steps <= 0:
             continue
         speed = r.env_steps / r.wall_clock_s
-        runs.append({"path": r.path, "method": r.method, "suite": r.suite, "task": r.task,
+        runs.append({"path": r.path, "method": (labels or {}).get(r.path, r.method),
+                     "experiment": r.experiment, "suite": r.suite, "task": r.task,
                      "context_length": r.context_length, "seed": r.seed, "env_steps": r.env_steps,
                      "wall_clock_s": r.wall_clock_s, "env_steps_per_s": speed,
                      "train_env_steps_per_s": r.env_steps_per_s,
                      "hours_per_1M_env_steps": 1e6 / speed / 3600})
     summary = []
-    keyed = lambda row: (row["method"], row["suite"], row["context_length"])
-    for (method, suite, ctx), rows in itertools.groupby(sorted(runs, key=keyed), key=keyed):
+    keyed = lambda row: (row["experiment"], row["method"], row["suite"], row["context_length"])
+    for (experiment, method, suite, ctx), rows in itertools.groupby(sorted(runs, key=keyed), key=keyed):
         rows = list(rows)
         speeds = np.array([row["env_steps_per_s"] for row in rows])
-        summary.append({"method": method, "suite": suite, "context_length": ctx,
+        summary.append({"experiment": experiment, "method": method, "suite": suite, "context_length": ctx,
                         "num_runs": len(rows),
                         "mean_wall_clock_s": float(np.mean([row["wall_clock_s"] for row in rows])),
                         "median_env_steps_per_s": float(np.median(speeds)),
@@ -206,29 +244,38 @@ def wall_clock(records):
 
 
 def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS):
-    """Read `results_dir` and aggregate every (suite, context length) group.
+    """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
-    Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus suite and
-    context_length), `wall_clock`, `excluded` (every run left out, with its reason) and `warnings`.
+    Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
+    suite, context_length and `conditions`: each row's identity fields), `wall_clock`, `excluded`
+    (every run left out, with its reason) and `warnings`.
     Raises records.ResultsError / AggregationError when nothing can be aggregated.
     """
     if reps < 1 or not 0 < confidence < 1:
         raise AggregationError(f"need reps >= 1 and 0 < confidence < 1 (got {reps}, {confidence})")
     records, exclusions = records_lib.load_results(results_dir)
     exclusions = list(exclusions)
-    groups, notes, included = [], [], []
+    groups, notes, included, labels = [], [], [], {}
     by_group = collections.defaultdict(list)
     for record in records:
-        by_group[(record.suite, record.context_length)].append(record)
-    for (suite, ctx), group in sorted(by_group.items()):
-        tasks, selected, dropped, group_notes = select_runs(group)
+        by_group[(record.experiment, record.suite, record.context_length)].append(record)
+    if len({experiment for experiment, _, _ in by_group}) > 1:
+        notes.append(f"{results_dir} holds several experiments ({', '.join(sorted({e for e, _, _ in by_group}))}); "
+                     "each gets its own leaderboard")
+    for (experiment, suite, ctx), group in sorted(by_group.items()):
+        group_labels = row_labels(group)
+        tasks, selected, dropped, group_notes = select_runs(group, group_labels)
         exclusions += dropped
         notes += group_notes
         if not selected:
             continue
         result = aggregate_group(tasks, selected, reps, seed, confidence, taus)
-        groups.append({"suite": suite, "context_length": ctx, **result})
+        conditions = row_conditions([r for rs in selected.values() for runs in rs.values() for r in runs],
+                                    group_labels)
+        groups.append({"experiment": experiment, "suite": suite, "context_length": ctx,
+                       "conditions": conditions, **result})
         included += [r for m in selected.values() for rs in m.values() for r in rs]
+        labels.update(group_labels)
     if not groups:
         reasons = collections.Counter(e.reason if e.kind != "failed" else "run failed"
                                       for e in exclusions)
@@ -238,7 +285,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     return {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
             "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
             "num_runs_included": len(included), "groups": groups,
-            "wall_clock": wall_clock(included),
+            "wall_clock": wall_clock(included, labels),
             "excluded": [e.as_dict() for e in sorted(exclusions, key=lambda e: e.path)],
             "warnings": notes}
 
@@ -249,7 +296,7 @@ def write_outputs(result, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = collections.defaultdict(list)
     for g in result["groups"]:
-        where = {"suite": g["suite"], "context_length": g["context_length"]}
+        where = {"experiment": g["experiment"], "suite": g["suite"], "context_length": g["context_length"]}
         for m in g["methods"]:
             for name, est in g["aggregates"][m].items():
                 tables["final_scores"].append({**where, "method": m, "metric": name, **est,
@@ -305,8 +352,14 @@ def _exclude(record, reason):
                                  record.seed)
 
 
-def _label(suite, context_length):
-    return f"{suite}/ctx{context_length}"
+def _label(group):
+    """'<experiment>: <suite>/ctx<T>' of a group (a dict from `aggregate` or one of its records)."""
+    get = group.get if isinstance(group, dict) else lambda key: getattr(group, key)
+    return f"{get('experiment')}: {get('suite')}/ctx{get('context_length')}"
+
+
+def _number(value):
+    return "?" if value is None else f"{value:g}"
 
 
 def parse_args(argv, prog="harness.aggregate", description=__doc__):
@@ -349,7 +402,7 @@ def _write_aggregate(result, args):
     out = pathlib.Path(args.out or pathlib.Path(args.results_dir) / "aggregate")
     write_outputs(result, out)
     for g in result["groups"]:
-        print(f"{_label(g['suite'], g['context_length'])}: tasks {', '.join(g['tasks'])}")
+        print(f"{_label(g)}: tasks {', '.join(g['tasks'])}")
         for m in g["methods"]:
             iqm = g["aggregates"][m]["IQM"]
             print(f"  {m:<24} IQM {iqm['point']:.3f} [{iqm['low']:.3f}, {iqm['high']:.3f}]"

@@ -18,13 +18,10 @@ import pathlib
 
 import numpy as np
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-MANIFEST_FILE = "sweep.json"
+from harness import rundir
+from harness.rundir import METRICS_FILE, RUN_FILE
 
-IDENTITY_FIELDS = {"experiment": str, "method": str, "suite": str, "task": str,
-                   "seed": int, "context_length": int}
-STATUSES = ("running", "done", "failed")
+MANIFEST_FILE = "sweep.json"
 
 
 class ResultsError(ValueError):
@@ -42,6 +39,10 @@ class RunRecord:
     path: str
     experiment: str
     method: str
+    variant: str
+    world_model: str | None
+    obs_noise_std: float | None
+    action_noise_std: float | None
     suite: str
     task: str
     seed: int
@@ -58,9 +59,15 @@ class RunRecord:
         return float(self.eval_returns[-1])
 
     @property
+    def condition(self) -> tuple:
+        """What tells two rows of one leaderboard apart besides the method."""
+        return (self.variant, _sortable(self.obs_noise_std), _sortable(self.action_noise_std))
+
+    @property
     def key(self) -> tuple:
-        """What makes a run unique on a leaderboard."""
-        return (self.method, self.suite, self.task, self.context_length, self.seed)
+        """What makes a run unique: no two runs of one experiment may share it."""
+        return (self.experiment, self.method, *self.condition, self.suite, self.task,
+                self.context_length, self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +112,13 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         return Exclusion(display, "invalid", problem)
     who = {"method": info["method"], "task": info["task"], "seed": info["seed"]}
     status = info["status"]
-    if status == "failed":
+    if status == rundir.INTERRUPTED:
+        return Exclusion(display, "incomplete", f"interrupted by {info.get('interrupted_by', 'a signal')} "
+                         f"at {info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps", **who)
+    if status == rundir.FAILED:
         error = str(info.get("error") or "no error recorded").strip().splitlines()
         return Exclusion(display, "failed", f"run failed: {error[-1] if error else ''}", **who)
-    if status == "running":
+    if status == rundir.RUNNING:
         progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
         return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
     evals, speeds, problem = _read_metrics(run_dir / METRICS_FILE)
@@ -118,7 +128,9 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         return Exclusion(display, "excluded", f"no eval points in {METRICS_FILE}", **who)
     steps = np.array([step for step, _ in evals], dtype=np.int64)
     return RunRecord(
-        path=display, experiment=info["experiment"], method=info["method"], suite=info["suite"],
+        path=display, experiment=info["experiment"], method=info["method"], variant=info["variant"] or "",
+        world_model=info["world_model"], obs_noise_std=_number(info["obs_noise_std"]),
+        action_noise_std=_number(info["action_noise_std"]), suite=info["suite"],
         task=info["task"], seed=info["seed"], context_length=info["context_length"],
         env_steps=int(_number(info.get("env_steps")) or steps[-1]),
         total_env_steps=_int_or_none(info.get("total_env_steps")),
@@ -135,15 +147,7 @@ def _read_info(path):
         return None, f"{RUN_FILE} unreadable: {error.strerror or error}"
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return None, f"{RUN_FILE} is not valid JSON ({_short(error)})"
-    if not isinstance(info, dict):
-        return None, f"{RUN_FILE} is not a JSON object"
-    for field, kind in IDENTITY_FIELDS.items():
-        value = info.get(field)
-        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
-            return None, f"{RUN_FILE}: field '{field}' missing or not a {kind.__name__}"
-    if info.get("status") not in STATUSES:
-        return None, f"{RUN_FILE}: status {info.get('status')!r} is not one of {', '.join(STATUSES)}"
-    return info, None
+    return rundir.validate_info(info)
 
 
 def _read_metrics(path):
@@ -234,6 +238,10 @@ def _drop_duplicates(records):
             first[record.key] = record.path
             kept.append(record)
     return kept, duplicates
+
+
+def _sortable(value):
+    return -1.0 if value is None else value
 
 
 def _number(value):

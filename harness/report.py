@@ -67,7 +67,7 @@ def render_figures(result):
         figures.append(Figure(filename, title, section, buffer.getvalue()))
 
     for g in result["groups"]:
-        label, stem = section_label(g), f"{g['suite']}_ctx{g['context_length']}"
+        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}_ctx{g['context_length']}"
         methods = g["methods"]
         points = {m: np.array([g["aggregates"][m][k]["point"] for k in result["metric_names"]])
                   for m in methods}
@@ -112,11 +112,13 @@ def render_figures(result):
     rows = result["wall_clock"]["by_context_length"]
     if rows:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (method, suite) in sorted({(r["method"], r["suite"]) for r in rows}):
+        several = len({r["experiment"] for r in rows}) > 1
+        for (experiment, method, suite) in sorted({(r["experiment"], r["method"], r["suite"]) for r in rows}):
             line = sorted((r["context_length"], r["median_hours_per_1M_env_steps"]) for r in rows
-                          if (r["method"], r["suite"]) == (method, suite))
+                          if (r["experiment"], r["method"], r["suite"]) == (experiment, method, suite))
             ax.plot(*zip(*line), marker="o", linewidth=2, color=colors[method],
-                    linestyle="-" if suite == rows[0]["suite"] else "--", label=f"{method} ({suite})")
+                    linestyle="-" if suite == rows[0]["suite"] else "--",
+                    label=f"{method} ({suite})" + (f", {experiment}" if several else ""))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         lengths = sorted({r["context_length"] for r in rows})
@@ -137,7 +139,18 @@ def render_figures(result):
 
 
 def section_label(group):
-    return f"{group['suite']}/ctx{group['context_length']}"
+    return f"{group['experiment']}: {group['suite']}/ctx{group['context_length']}"
+
+
+def condition_rows(group):
+    """(row, world model, variant, obs noise std, action noise std) in leaderboard order."""
+    show = lambda value: "-" if value is None or value == "" else str(value)
+    return [(m, *(show(group["conditions"][m][k]) for k in
+                  ("world_model", "variant", "obs_noise_std", "action_noise_std")))
+            for m, _, _ in leaderboard_rows(group, ["IQM"])]
+
+
+CONDITIONS_HEADER = ("Method", "World model", "Variant", "Obs noise std", "Action noise std")
 
 
 def leaderboard_rows(group, metric_names):
@@ -158,13 +171,13 @@ def per_task_rows(group):
 
 
 def wall_clock_rows(result):
-    return [(r["method"], r["suite"], str(r["context_length"]), str(r["num_runs"]),
+    return [(r["experiment"], r["method"], r["suite"], str(r["context_length"]), str(r["num_runs"]),
              f"{r['mean_wall_clock_s']:.1f}", f"{r['median_env_steps_per_s']:.1f}",
              f"{r['median_hours_per_1M_env_steps']:.2f}")
             for r in result["wall_clock"]["by_context_length"]]
 
 
-WALL_CLOCK_HEADER = ("Method", "Suite", "Context length", "Runs", "Mean wall-clock (s)",
+WALL_CLOCK_HEADER = ("Experiment", "Method", "Suite", "Context length", "Runs", "Mean wall-clock (s)",
                      "Median env steps/s", "Hours per 1M env steps")
 EXCLUDED_HEADER = ("Run directory", "Kind", "Reason")
 
@@ -179,6 +192,7 @@ def leaderboard_markdown(result, figures):
         lines += [f"## {section_label(g)} ({len(g['tasks'])} tasks)", ""]
         lines += _md_table(("Method", *result["metric_names"], "Runs/task"),
                            [(m, *cells, str(n)) for m, cells, n in leaderboard_rows(g, result["metric_names"])])
+        lines += ["What each row ran:", ""] + _md_table(CONDITIONS_HEADER, condition_rows(g))
         lines += ["Final return per task, mean ± std (runs):", ""]
         lines += _md_table(("Method", *g["tasks"]), [(m, *cells) for m, cells in per_task_rows(g)])
         lines += [f"![{f.title}](figures/{f.filename})" for f in figures if f.section == section_label(g)]
@@ -199,6 +213,7 @@ def html_page(result, figures):
         parts.append(f"<h2>{html.escape(section_label(g))} ({len(g['tasks'])} tasks)</h2>")
         parts.append(_html_table(("Method", *result["metric_names"], "Runs/task"),
                                  [(m, *cells, str(n)) for m, cells, n in leaderboard_rows(g, result["metric_names"])]))
+        parts += ["<p>What each row ran:</p>", _html_table(CONDITIONS_HEADER, condition_rows(g))]
         parts.append("<p>Final return per task, mean ± std (runs):</p>")
         parts.append(_html_table(("Method", *g["tasks"]), [(m, *c) for m, c in per_task_rows(g)]))
         parts += [_html_figure(f) for f in figures if f.section == section_label(g)]

@@ -1,37 +1,49 @@
-"""Train and evaluate one run:
+"""Train and evaluate one run.
 
     python -m harness.run --gin gin/kalmamba_noisy.gin [--gin gin/quick.gin] [--bind 'Name.param=value']
                           [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda] [--tensorboard]
 
-Exit status: 0 done (or already done), 1 the run failed (run.json says why), 2 a user error
-(bad gin, unknown suite or task, existing run directory): then nothing is written or overwritten.
+Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
+gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
+run): then nothing is written, overwritten or deleted; 130 / 143 interrupted by SIGINT / SIGTERM
+(run.json says 'interrupted'; continue with --resume).
 """
-import os
-import shutil
+import signal
 import sys
 import traceback
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from harness import config
+from harness import rundir
+from harness.config import CliParser
+from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
-import gin  # noqa: E402
-import torch  # noqa: E402
 
-from harness import config  # noqa: E402
-from envs.rendering import RenderingUnavailableError  # noqa: E402
-from harness.rundir import RunDirectory, git_commit, now_iso, package_versions  # noqa: E402
-from harness.tensorboard import TensorBoardWriter  # noqa: E402
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised in the main thread by `_on_signal`."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_status = 128 + signum
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signum)
 
 
 def parse_args(argv):
-    parser = config.CliParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin file (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="gin binding such as \"Experiment.seed=3\" (repeatable)")
-    parser.add_argument("--out", help="run directory (default results/<experiment>/<method>/<suite>/<task>/ctx<T>/seed<k>)")
+    parser.add_argument("--out", help="run directory (default <root>/<experiment>/<method>[+<variant>]/"
+                                      "<suite>/<task>/ctx<T>/seed<k>)")
     parser.add_argument("--root", default="results", help="results root for the default run directory")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    mode.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from the run directory's checkpoint (the configuration must match)")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="delete the files of an existing run first (only a directory holding run.json)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard summaries to <run>/tb")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,6 +51,7 @@ def parse_args(argv):
 
 
 def resolve_device(name):
+    import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -46,74 +59,173 @@ def resolve_device(name):
     return name
 
 
-def prepare(args):
-    """Everything that can fail because of the user's input, before anything is written.
+class Plan:
+    """What `prepare` decided: the run to train (runner None when it is already done)."""
 
-    Returns (experiment, run_dir, earlier run.json or None, runner), or (..., None) when the run is
-    already done; raises ConfigError with a one-line message otherwise.
+    def __init__(self, experiment, run_dir, info, runner=None, state=None, identity=None):
+        self.experiment, self.run_dir, self.info = experiment, run_dir, info
+        self.runner, self.state, self.identity = runner, state, identity
+
+
+def prepare(args) -> Plan:
+    """Everything that can fail because of the user's input, before anything is written or deleted.
+
+    Raises ConfigError or RunDirectoryError with a one-line message. Holds the run directory's lock
+    on return (when there is something to train).
     """
+    import gin
+    from envs.rendering import RenderingUnavailableError
+    from harness.tensorboard import TensorBoardWriter
+
     device = resolve_device(args.device)
     if args.tensorboard:
         TensorBoardWriter.check_available()
     config.parse(args.gin, args.bind)
-    experiment = config.make_experiment()
-    run_dir = RunDirectory(args.out or experiment.run_dir(args.root))
+    try:
+        experiment = config.make_experiment()
+    except ValueError as error:
+        raise config.ConfigError(config.one_line(error)) from error
+    run_dir = rundir.RunDirectory(args.out or experiment.run_dir(args.root))
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise config.ConfigError(f"run directory {run_dir.path} is a file")
-    try:
-        info = run_dir.read_info() if run_dir.exists() else None
-    except (OSError, ValueError) as error:
-        raise config.ConfigError(f"cannot read {run_dir.run_json}: {error}") from error
-    if run_dir.exists() and not (args.resume or args.overwrite):
-        raise config.ConfigError(f"run directory {run_dir.path} exists: pass --resume to continue it "
-                                 "or --overwrite to start again")
-    if args.resume and info and info.get("status") == "done":
-        return experiment, run_dir, info, None
+    existed = run_dir.exists()
+    info = None
+    if existed:
+        if not (args.resume or args.overwrite):
+            raise config.ConfigError(f"run directory {run_dir.path} exists: pass --resume to continue it "
+                                     "or --overwrite to start again")
+        if args.overwrite and not run_dir.is_run():
+            raise rundir.RunDirectoryError(
+                f"--overwrite refused: {run_dir.path} is not a run directory (it has no "
+                f"{rundir.RUN_FILE}); remove it yourself or choose another --out")
+        run_dir.lock()
+        info = run_dir.read_info()
+        if args.resume:
+            if info is None:
+                raise rundir.RunDirectoryError(f"cannot resume {run_dir.path}: it holds no {rundir.RUN_FILE}")
+            mismatch = identity_mismatch({**rundir.identity(info), "obs_noise_std": None,
+                                          "action_noise_std": None}, experiment.spec())
+            if mismatch is None and run_dir.config.is_file():
+                mismatch = config_mismatch(run_dir.config.read_text(), gin.config_str(), shared_only=True)
+            if mismatch:
+                raise rundir.RunDirectoryError(f"cannot resume {run_dir.path}: {mismatch}")
+            if info.get("status") == rundir.DONE:
+                return Plan(experiment, run_dir, info)
+
     from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
     try:
         runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
                         progress=not args.no_progress)
     except (ValueError, TypeError, RenderingUnavailableError) as error:  # bad task, shapes, references
         raise config.ConfigError(config.one_line(error)) from error
-    return experiment, run_dir, info, runner
+    identity = run_identity(experiment, runner.env)
+    state = None
+    if args.resume and info is not None:
+        mismatch = identity_mismatch(info, identity)
+        if mismatch is None and run_dir.config.is_file():
+            mismatch = config_mismatch(run_dir.config.read_text(), gin.operative_config_str())
+        if mismatch:
+            raise rundir.RunDirectoryError(f"cannot resume {run_dir.path}: {mismatch}")
+        state = run_dir.load_state(map_location=runner.device)
+        if state is None and info.get("checkpoint_env_step") is not None:
+            raise rundir.RunDirectoryError(
+                f"cannot resume {run_dir.path}: run.json records a checkpoint at env step "
+                f"{info['checkpoint_env_step']} but {run_dir.state_file} is missing; --overwrite starts again")
+        if state is not None:
+            run_dir.check_metrics_reach(state["counters"]["metrics_bytes"])
+    if not existed:
+        run_dir.lock()
+        if run_dir.is_run():  # another process created it since we looked
+            raise rundir.RunDirectoryError(f"run directory {run_dir.path} was created by another process")
+    return Plan(experiment, run_dir, info, runner, state, identity)
+
+
+def start(plan, args):
+    """Write the run's files (deleting an overwritten run's first); raises OSError when it cannot."""
+    import gin
+    import torch
+    run_dir, runner = plan.run_dir, plan.runner
+    if args.overwrite and run_dir.is_run():
+        run_dir.remove_run_files()
+        plan.info = None
+    run_dir.remove_stale_temporaries()
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    device = str(runner.device)
+    info = dict(plan.info or {}, **plan.identity, status=rundir.RUNNING, bindings=list(args.bind),
+                git_commit=rundir.git_commit(), versions=rundir.package_versions(),
+                device=device if device == "cpu" else torch.cuda.get_device_name(runner.device),
+                total_env_steps=runner.schedule.total_env_steps,
+                started_at=(plan.info or {}).get("started_at", rundir.now_iso()))
+    for stale in ("error", "interrupted_by"):
+        info.pop(stale, None)
+    run_dir.write_info(info)
+    rundir.atomic_write_text(run_dir.config, gin.operative_config_str() or gin.config_str())
+
+
+def record_end(run_dir, **fields):
+    """Rewrite run.json's status; returns None or the reason it could not be written."""
+    try:
+        run_dir.update_info(**fields)
+        return None
+    except (OSError, rundir.RunDirectoryError) as error:
+        return getattr(error, "strerror", None) or str(error)
+
+
+def train(plan, args):
+    run_dir, runner = plan.run_dir, plan.runner
+    try:
+        start(plan, args)
+    except OSError as error:
+        print(f"error: cannot write the run directory {run_dir.path}: {error.strerror or error}",
+              file=sys.stderr)
+        return 2
+    print(f"run directory: {run_dir.path}", flush=True)
+    try:
+        counters = runner.run(plan.state)
+    except Interrupted as stop:
+        unrecorded = record_end(run_dir, status=rundir.INTERRUPTED, interrupted_by=stop.signal_name)
+        print(f"interrupted by {stop.signal_name}; continue with --resume: {run_dir.path}"
+              + (f" (run.json not updated: {unrecorded})" if unrecorded else ""), file=sys.stderr)
+        return stop.exit_status
+    except OSError as error:  # a full disk, a vanished mount: one line, no chained tracebacks
+        unrecorded = record_end(run_dir, status=rundir.FAILED, error=f"OSError: {error}")
+        print(f"error: run failed: {error}" + (f" (run.json not updated either: {unrecorded})"
+                                                 if unrecorded else ""), file=sys.stderr)
+        return 1
+    except Exception as error:
+        traceback.print_exc()
+        unrecorded = record_end(run_dir, status=rundir.FAILED, error=f"{type(error).__name__}: {error}")
+        print(f"error: run failed: {type(error).__name__}: {config.one_line(error)}"
+              + (f" (run.json not updated: {unrecorded})" if unrecorded else ""), file=sys.stderr)
+        return 1
+    unrecorded = record_end(run_dir, status=rundir.DONE, env_steps=counters["env_step"],
+                            wall_clock_s=round(counters["wall_clock_s"], 3))
+    if unrecorded:
+        print(f"error: training finished but run.json could not be updated: {unrecorded}", file=sys.stderr)
+        return 1
+    print(f"done: {run_dir.path}  (final eval return {runner.last_eval_return:.1f})")
+    return 0
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    handlers = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        experiment, run_dir, info, runner = prepare(args)
-    except config.ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if runner is None:
-        print(f"run already done: {run_dir.path}")
-        return 0
-    device = str(runner.device)
-
-    if args.overwrite and run_dir.path.exists():
-        shutil.rmtree(run_dir.path)
-        info = None
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.config.write_text(gin.operative_config_str() or gin.config_str())
-    info = dict(info or {}, **experiment.spec(), status="running", git_commit=git_commit(),
-                versions=package_versions(), device=device if device == "cpu" else torch.cuda.get_device_name(),
-                total_env_steps=runner.schedule.total_env_steps, started_at=(info or {}).get("started_at", now_iso()))
-    info.pop("error", None)
-    run_dir.write_info(info)
-    print(f"run directory: {run_dir.path}", flush=True)
-    try:
-        counters = runner.run()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with --resume: {run_dir.path}", file=sys.stderr)
-        return 130
-    except Exception as error:
-        traceback.print_exc()
-        run_dir.write_info(dict(run_dir.read_info() or info, status="failed", error=f"{type(error).__name__}: {error}"))
-        return 1
-    run_dir.write_info(dict(run_dir.read_info() or info, status="done", env_steps=counters["env_step"],
-                            wall_clock_s=round(counters["wall_clock_s"], 3)))
-    print(f"done: {run_dir.path}  (final eval return {runner.last_eval_return:.1f})")
-    return 0
+        try:
+            plan = prepare(args)
+        except (config.ConfigError, rundir.RunDirectoryError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except Interrupted as stop:
+            print(f"interrupted by {stop.signal_name} during start-up; nothing was written", file=sys.stderr)
+            return stop.exit_status
+        if plan.runner is None:
+            print(f"run already done: {plan.run_dir.path}")
+            return 0
+        return train(plan, args)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

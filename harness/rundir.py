@@ -1,20 +1,54 @@
-"""The files of one run directory (contract: results/README.md), each written so a crash corrupts nothing.
+"""The run-directory contract (results/README.md): the one module that reads and writes it.
 
-- run.json and checkpoint/state.pt are replaced atomically (write a temporary file, then os.replace);
-- metrics.jsonl is appended one whole line at a time and flushed; a checkpoint records its byte
-  length so that a resumed run first truncates lines written after that checkpoint.
+    <run_dir>/run.json        identity, status and provenance, replaced atomically
+              metrics.jsonl   one JSON object per line, appended whole and flushed
+              config.gin      the operative gin config
+              checkpoint/     state.pt (replaced atomically) and replay chunks
+              .lock           held (flock) by the one process that writes the directory
+
+Every write is crash-safe: a temporary file, fsync, then os.replace; a killed write leaves only a
+`*.tmp` file, which the next process removes. A checkpoint records the byte length metrics.jsonl
+had when it was taken, so a resumed run first truncates lines written after it, and refuses to
+resume when the file is shorter than that (it was truncated or replaced by hand).
+
+Non-finite numbers are written as JSON null and their keys listed under "nonfinite": a metrics
+line is always strict JSON.
 """
 import datetime
+import fcntl
 import importlib.metadata
 import json
+import math
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 
-import torch
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.gin"
+CHECKPOINT_DIR = "checkpoint"
+LOCK_FILE = ".lock"
+TENSORBOARD_DIR = "tb"
+# Everything a run writes into its directory; --overwrite removes these and nothing else.
+RUN_ENTRIES = (RUN_FILE, METRICS_FILE, CONFIG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR)
+
+RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+STATUSES = (RUNNING, DONE, FAILED, INTERRUPTED)
+
+# The identity of a run: what it compares. Runs are grouped, resumed and deduplicated by these.
+IDENTITY_FIELDS = {"experiment": str, "method": str, "suite": str, "task": str, "seed": int,
+                   "context_length": int}
+# Identity fields added later; records written before them read as these defaults.
+CONDITION_DEFAULTS = {"variant": "", "world_model": None, "obs_noise_std": None,
+                      "action_noise_std": None}
+
+
+class RunDirectoryError(ValueError):
+    """The directory cannot be used as asked; the message is one line for the user."""
 
 
 def now_iso():
@@ -22,13 +56,18 @@ def now_iso():
 
 
 def atomic_write_text(path, text):
+    """Replace `path` by `text` all at once; on failure no temporary file is left behind."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def git_commit():
@@ -52,17 +91,42 @@ def package_versions():
     return versions
 
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.gin"
-CHECKPOINT_DIR = "checkpoint"
+def json_safe(record):
+    """(record with non-finite floats replaced by None, sorted list of the keys replaced)."""
+    clean, bad = {}, []
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            clean[key] = None
+            bad.append(key)
+        elif isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            clean[key] = [v if not isinstance(v, float) or math.isfinite(v) else None for v in value]
+            bad.append(key)
+        else:
+            clean[key] = value
+    return clean, sorted(bad)
 
-RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
-STATUSES = (RUNNING, DONE, FAILED, INTERRUPTED)
+
+def validate_info(info):
+    """(run.json dict with the condition defaults filled in, None) or (None, one-line reason)."""
+    if not isinstance(info, dict):
+        return None, f"{RUN_FILE} is not a JSON object"
+    for field, kind in IDENTITY_FIELDS.items():
+        value = info.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            return None, f"{RUN_FILE}: field '{field}' missing or not a {kind.__name__}"
+    if info.get("status") not in STATUSES:
+        return None, f"{RUN_FILE}: status {info.get('status')!r} is not one of {', '.join(STATUSES)}"
+    return {**CONDITION_DEFAULTS, **info}, None
+
+
+def identity(info) -> dict:
+    """The fields of run.json that say what was run (not how far, where or when)."""
+    return {field: info.get(field, CONDITION_DEFAULTS.get(field))
+            for field in (*IDENTITY_FIELDS, *CONDITION_DEFAULTS)}
 
 
 class RunDirectory:
-    """Paths and writers of `<run_dir>/{run.json, metrics.jsonl, config.gin, checkpoint/}`."""
+    """Paths, readers and writers of one run directory (module docstring)."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
@@ -72,29 +136,102 @@ class RunDirectory:
         self.checkpoint = self.path / CHECKPOINT_DIR
         self.state_file = self.checkpoint / "state.pt"
         self.replay_dir = self.checkpoint / "replay"
+        self.tensorboard = self.path / TENSORBOARD_DIR
+        self._lock = None
+
+    # -- what is there -------------------------------------------------------------------------
+    def entries(self):
+        """Names in the directory other than the lock file (empty when it does not exist)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE)
 
     def exists(self):
-        return self.path.exists() and any(self.path.iterdir())
+        return bool(self.entries())
+
+    def is_run(self):
+        return self.run_json.is_file()
 
     def read_info(self):
-        return json.loads(self.run_json.read_text()) if self.run_json.exists() else None
+        """run.json as a dict, None when absent; raises RunDirectoryError when unreadable or corrupt."""
+        if not self.run_json.exists():
+            return None
+        try:
+            info = json.loads(self.run_json.read_text())
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"cannot read {self.run_json}: {str(error).splitlines()[0]}") from error
+        if not isinstance(info, dict):
+            raise RunDirectoryError(f"cannot read {self.run_json}: not a JSON object")
+        return info
 
     def status(self):
         """run.json's status, or None when there is no readable run.json."""
         try:
             info = self.read_info()
-        except (OSError, ValueError):
+        except RunDirectoryError:
             return None
-        return info.get("status") if isinstance(info, dict) else None
+        return info.get("status") if info else None
 
+    # -- ownership -------------------------------------------------------------------------------
+    def lock(self):
+        """Hold the directory for this process (released at exit); RunDirectoryError if another holds it."""
+        if self._lock is not None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a")
+        except OSError as error:
+            raise RunDirectoryError(f"cannot create the run directory {self.path}: "
+                                    f"{error.strerror or error}") from error
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RunDirectoryError(f"another process is writing {self.path} (its {LOCK_FILE} is held)") from None
+        self._lock = handle
+
+    def unlock(self):
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def remove_run_files(self):
+        """--overwrite: delete what a run wrote, nothing else; refuse a directory that is no run."""
+        if not self.is_run():
+            raise RunDirectoryError(f"--overwrite refused: {self.path} is not a run directory "
+                                    f"(it has no {RUN_FILE}); remove it yourself or choose another --out")
+        for name in RUN_ENTRIES:
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self):
+        """`*.tmp` files of writes that a killed process left half done (call under the lock)."""
+        for directory in (self.path, self.checkpoint, self.replay_dir):
+            if directory.is_dir():
+                for tmp in directory.glob("*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+    # -- run.json ----------------------------------------------------------------------------------
     def write_info(self, info):
         self.path.mkdir(parents=True, exist_ok=True)
         info = dict(info, updated_at=now_iso())
-        atomic_write_text(self.run_json, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.run_json, json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return info
 
+    def update_info(self, **fields):
+        """Rewrite run.json with `fields` changed (the rest as on disk)."""
+        return self.write_info(dict(self.read_info() or {}, **fields))
+
+    # -- metrics.jsonl -----------------------------------------------------------------------------
     def append_metrics(self, record):
-        line = json.dumps(record, sort_keys=True, allow_nan=True)
+        record, nonfinite = json_safe(record)
+        if nonfinite:
+            record["nonfinite"] = nonfinite
+        line = json.dumps(record, sort_keys=True, allow_nan=False)
         with open(self.metrics, "a") as f:
             f.write(line + "\n")
             f.flush()
@@ -103,19 +240,46 @@ class RunDirectory:
     def metrics_size(self):
         return self.metrics.stat().st_size if self.metrics.exists() else 0
 
+    def check_metrics_reach(self, size):
+        """Refuse to resume when metrics.jsonl no longer holds the `size` bytes a checkpoint recorded."""
+        have = self.metrics_size()
+        if have < size:
+            raise RunDirectoryError(
+                f"cannot resume {self.path}: {METRICS_FILE} has {have} bytes but the checkpoint "
+                f"recorded {size} (the file was truncated or replaced); --overwrite starts again")
+        if size:
+            with open(self.metrics, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    raise RunDirectoryError(
+                        f"cannot resume {self.path}: {METRICS_FILE} was changed before byte {size}, "
+                        "where the checkpoint's last line ended; --overwrite starts again")
+
     def truncate_metrics(self, size):
         """Drop whatever was appended after a checkpoint taken when the file had `size` bytes."""
         if self.metrics.exists() and self.metrics.stat().st_size > size:
             with open(self.metrics, "r+b") as f:
                 f.truncate(size)
 
+    # -- checkpoint ----------------------------------------------------------------------------------
     def save_state(self, state):
+        import torch
         self.checkpoint.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name("state.pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_file)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def load_state(self, map_location):
+        """The checkpoint, or None when none was taken; RunDirectoryError when it cannot be read."""
+        import torch
         if not self.state_file.exists():
             return None
-        return torch.load(self.state_file, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(self.state_file, map_location=map_location, weights_only=False)
+        except Exception as error:  # truncated zip, pickle errors, ...
+            raise RunDirectoryError(f"cannot read the checkpoint {self.state_file} "
+                                    f"({type(error).__name__}); --overwrite starts the run again") from error

@@ -6,6 +6,10 @@ simulator mid-episode. Evaluation marks are 0, eval_every, 2 eval_every, ... and
 with the default 1000-step episodes and eval_every a multiple of 1000 they fall exactly on the marks.
 Prefill (uniform random actions) also lasts whole episodes.
 
+Train metrics stay tensors on the device between log lines (no host synchronisation per update);
+each train line averages them with one transfer and fails the run, naming the metric, if any is
+not finite.
+
 Resuming restores networks, optimizers, replay, counters, metrics not yet logged and RNG states
 from checkpoint/, and first truncates metrics.jsonl back to its length at that checkpoint, so an
 interrupted run ends with the eval and train points of an uninterrupted one (the same env steps;
@@ -13,6 +17,7 @@ the values differ, since the simulator restarts its episode and GPU kernels are 
 deterministic).
 """
 import collections
+import math
 import random
 import sys
 import time
@@ -24,6 +29,10 @@ import tqdm
 from agents.replay import ReplayBuffer
 from harness.experiment import Schedule
 from harness.tensorboard import TensorBoardWriter
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A training loss or statistic became NaN or infinite."""
 
 
 class Runner:
@@ -42,6 +51,7 @@ class Runner:
                                           seed=experiment.seed + 1_000_003)
         world_model = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim)
         self.agent = experiment.agent(world_model=world_model, action_dim=self.env.action_dim).to(self.device)
+        self._check_schedule()
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)
@@ -52,10 +62,25 @@ class Runner:
         self._train_metrics = collections.defaultdict(list)
         self._episode_returns = []
 
+    def _check_schedule(self):
+        """Refuse budgets under which the run would train on nothing and still end 'done'."""
+        s, ctx = self.schedule, self.experiment.context_length
+        if s.total_env_steps <= s.prefill_env_steps:
+            raise ValueError(f"Schedule.total_env_steps ({s.total_env_steps}) must exceed "
+                             f"Schedule.prefill_env_steps ({s.prefill_env_steps}): no update would be made")
+        if ctx > s.replay_capacity:
+            raise ValueError(f"Experiment.context_length ({ctx}) exceeds Schedule.replay_capacity "
+                             f"({s.replay_capacity} agent steps): no training window fits in replay")
+        episodes = -(-s.total_env_steps // (self.env.max_episode_steps * self.env.action_repeat))
+        collected = episodes * (self.env.max_episode_steps + 1)  # + the first observation of each
+        if ctx > collected:
+            raise ValueError(f"Experiment.context_length ({ctx}) exceeds the {collected} agent steps "
+                             f"the run collects in {s.total_env_steps} env steps")
+
     # -- top level -------------------------------------------------------------------------------
-    def run(self):
-        """Train until `total_env_steps`, resuming from checkpoint/ when it exists."""
-        self._restore()
+    def run(self, state=None):
+        """Train until `total_env_steps`, continuing from `state` (a loaded checkpoint) if given."""
+        self._restore(state)
         if self.use_tensorboard:
             self.tensorboard = TensorBoardWriter(self.run_dir.path / "tb")
         bar = self._progress_bar()
@@ -76,6 +101,8 @@ class Runner:
             if self.tensorboard:
                 self.tensorboard.close()
         self.counters["wall_clock_s"] = start_clock + time.perf_counter() - start
+        if self.counters["updates"] == 0:
+            raise RuntimeError("the run ended without a single gradient update")
         return self.counters
 
     def _end_of_episode(self, clock):
@@ -124,7 +151,8 @@ class Runner:
         while c["updates"] < due:
             batch = self.replay.sample(s.batch_size, self.experiment.context_length, self.rng)
             for key, value in self.agent.update(batch).items():
-                self._train_metrics[key].append(float(value))
+                self._train_metrics[key].append(value.detach() if torch.is_tensor(value)
+                                                else torch.tensor(float(value), device=self.device))
             c["updates"] += 1
 
     # -- evaluating and logging -------------------------------------------------------------------
@@ -160,9 +188,12 @@ class Runner:
                   "updates": c["updates"], "episodes": c["episodes"],
                   "env_steps_per_s": c["env_step"] / max(clock, 1e-9),
                   "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
-        record.update({f"train/{k}" if not k.startswith("train/") else k: float(np.mean(v))
-                       for k, v in self._train_metrics.items()})
+        record.update(self._mean_train_metrics())
         self.run_dir.append_metrics(record)
+        nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if nonfinite:
+            raise NonFiniteMetricError(f"non-finite train metric {nonfinite[0]} = {record[nonfinite[0]]} "
+                                       f"at env step {c['env_step']} (all: {', '.join(nonfinite)})")
         if self.tensorboard:
             self.tensorboard.write(c["env_step"], {k: v for k, v in record.items()
                                                    if k.startswith("train/") and v is not None})
@@ -170,6 +201,15 @@ class Runner:
         self._episode_returns.clear()
         while c["next_log"] <= c["env_step"]:
             c["next_log"] += self.schedule.log_every
+
+    def _mean_train_metrics(self):
+        """{'train/<key>': mean since the last line}: one device-to-host copy for all metrics."""
+        keys = sorted(self._train_metrics)
+        if not keys:
+            return {}
+        means = torch.stack([torch.stack([v.float().reshape(()) for v in self._train_metrics[k]]).mean()
+                              for k in keys]).tolist()
+        return {(k if k.startswith("train/") else f"train/{k}"): float(m) for k, m in zip(keys, means)}
 
     # -- checkpointing -----------------------------------------------------------------------------
     def _checkpoint(self):
@@ -191,16 +231,16 @@ class Runner:
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         })
-        info = self.run_dir.read_info() or {}
-        self.run_dir.write_info(dict(info, env_steps=c["env_step"], wall_clock_s=round(c["wall_clock_s"], 3)))
+        self.run_dir.update_info(env_steps=c["env_step"], checkpoint_env_step=c["env_step"],
+                                 wall_clock_s=round(c["wall_clock_s"], 3))
 
-    def _restore(self):
-        state = self.run_dir.load_state(map_location=self.device)
+    def _restore(self, state):
         if state is None:
             self.run_dir.truncate_metrics(0)
             return
         self.counters.update(state["counters"])
-        self._train_metrics.update(state["pending"]["train_metrics"])
+        for key, values in state["pending"]["train_metrics"].items():  # floats in older checkpoints
+            self._train_metrics[key] = [torch.as_tensor(v, device=self.device) for v in values]
         self._episode_returns.extend(state["pending"]["episode_returns"])
         self.last_eval_return = state["pending"]["last_eval_return"]
         self.agent.load_state_dict(state["agent"])

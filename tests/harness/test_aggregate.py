@@ -135,11 +135,37 @@ def test_unequal_runs_per_task_are_trimmed_to_a_rectangle(tmp_path):
     assert excluded["seed"] == 3 and "rectangular" in excluded["reason"]
 
 
-def test_disjoint_task_sets_fail_clearly(tmp_path):
-    write_grid(tmp_path, methods=("kalmamba",), tasks=TASKS[:1], seeds=range(2))
-    write_grid(tmp_path, methods=("sac",), tasks=TASKS[1:], seeds=range(2))
-    with pytest.raises(aggregate.AggregationError, match="nothing to aggregate.*share no task"):
-        aggregate.aggregate(tmp_path, reps=10)
+def test_a_stray_run_on_a_task_no_other_method_ran_is_excluded_not_fatal(tmp_path):
+    write_grid(tmp_path, methods=("kalmamba", "sac"), tasks=TASKS[:2], seeds=range(2))
+    write_run(tmp_path, method="rssm", task=TASKS[2], seed=0)
+    result = aggregate.aggregate(tmp_path, reps=10)
+    (group,) = result["groups"]
+    assert group["methods"] == ["kalmamba", "sac"] and group["tasks"] == sorted(TASKS[:2])
+    (stray,) = result["excluded"]
+    assert stray["method"] == "rssm" and "no task in common with kalmamba, sac" in stray["reason"]
+
+
+def test_experiments_are_never_pooled_on_one_leaderboard(tmp_path):
+    write_grid(tmp_path / "a", methods=("sac",), tasks=TASKS[:1], seeds=range(2))
+    write_grid(tmp_path / "b", methods=("kalmamba",), tasks=TASKS[:1], seeds=range(2))
+    for path in (tmp_path / "b").rglob("run.json"):  # same experiment name, other budget: rename it
+        path.write_text(path.read_text().replace('"experiment": "exp"', '"experiment": "exp6000"'))
+    result = aggregate.aggregate(tmp_path, reps=10)
+    assert [(g["experiment"], g["methods"]) for g in result["groups"]] == [("exp", ["sac"]), ("exp6000", ["kalmamba"])]
+    assert any("several experiments" in note for note in result["warnings"])
+
+
+def test_one_row_per_noise_level_and_variant(tmp_path):
+    for noise in (0.0, 0.3):
+        for seed in range(2):
+            write_run(tmp_path, seed=seed, conditions={"obs_noise_std": noise, "action_noise_std": noise,
+                                                       "variant": "", "world_model": "models.identity.Identity"})
+    write_run(tmp_path, method="kalmamba", conditions={"variant": "no_mamba", "obs_noise_std": 0.3,
+                                                       "action_noise_std": 0.3})
+    (group,) = aggregate.aggregate(tmp_path, reps=10)["groups"]
+    assert group["methods"] == ["kalmamba+no_mamba", "sac [obs 0, act 0]", "sac [obs 0.3, act 0.3]"]
+    assert group["conditions"]["sac [obs 0, act 0]"]["world_model"] == "models.identity.Identity"
+    assert group["num_runs"]["sac [obs 0.3, act 0.3]"] == 2
 
 
 def test_only_failed_or_partial_runs_fail_clearly(tmp_path):

@@ -10,12 +10,17 @@ from harness import records
 
 def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_state",
               context_length=32, returns=(100.0, 400.0, 700.0), eval_every=1000, status="done",
-              wall_clock_s=60.0, experiment="exp", extra_lines=(), speeds=(50.0, 70.0)):
+              wall_clock_s=60.0, experiment="exp", extra_lines=(), speeds=(50.0, 70.0),
+              conditions=None):
     """Write one run directory in the contract's format; returns its path.
 
-    The i-th eval point is at env step i * eval_every with return_mean returns[i].
+    The i-th eval point is at env step i * eval_every with return_mean returns[i]. `conditions`
+    adds identity fields (variant, world_model, noise); None writes a record as older versions did.
     """
-    run_dir = (pathlib.Path(root) / experiment / method / suite / task / f"ctx{context_length}"
+    conditions = conditions or {}
+    label = method + (f"+{conditions['variant']}" if conditions.get("variant") else "")
+    noise = "" if conditions.get("obs_noise_std") is None else f"-obs{conditions['obs_noise_std']}"
+    run_dir = (pathlib.Path(root) / experiment / (label + noise) / suite / task / f"ctx{context_length}"
                / f"seed{seed}")
     run_dir.mkdir(parents=True)
     env_steps = (len(returns) - 1) * eval_every
@@ -23,7 +28,7 @@ def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_
             "context_length": context_length, "status": status, "env_steps": env_steps,
             "total_env_steps": env_steps, "wall_clock_s": wall_clock_s, "git_commit": "abc",
             "versions": {"python": "3.11"}, "device": "cpu", "started_at": "2025-01-01T00:00:00+00:00",
-            "updated_at": "2025-01-01T00:01:00+00:00"}
+            "updated_at": "2025-01-01T00:01:00+00:00", **conditions}
     if status == "failed":
         info["error"] = "Traceback (most recent call last):\nRuntimeError: loss is nan"
     (run_dir / "run.json").write_text(json.dumps(info))
@@ -100,12 +105,39 @@ def test_invalid_files_give_one_line_reasons(tmp_path, mutate, words):
     assert words in excluded.reason and "\n" not in excluded.reason
 
 
-def test_duplicate_cells_across_experiments_are_counted_once(tmp_path):
+def test_the_same_cell_in_two_experiments_is_two_runs(tmp_path):
     write_run(tmp_path, experiment="a", returns=(1.0,))
     write_run(tmp_path, experiment="b", returns=(2.0,))
+    found, excluded = records.load_results(tmp_path)
+    assert [(r.experiment, r.final_return) for r in found] == [("a", 1.0), ("b", 2.0)] and not excluded
+
+
+def test_the_same_cell_twice_in_one_experiment_is_counted_once(tmp_path):
+    write_run(tmp_path, returns=(1.0,))
+    copy = tmp_path / "exp" / "zz_copy"
+    copy.mkdir()
+    for name in ("run.json", "metrics.jsonl"):
+        (copy / name).write_bytes((tmp_path / "exp/sac/noisy_state/cartpole_swingup/ctx32/seed0" / name).read_bytes())
     (kept,), (duplicate,) = records.load_results(tmp_path)
-    assert kept.final_return == 1.0 and duplicate.path.startswith("b/")
-    assert "duplicate of a/sac" in duplicate.reason
+    assert duplicate.path == "exp/zz_copy" and "duplicate of exp/sac" in duplicate.reason
+
+
+def test_identity_fields_are_read_and_older_records_get_defaults(tmp_path):
+    write_run(tmp_path, conditions={"variant": "no_mamba", "world_model": "models.kalmamba.KalMamba",
+                                    "obs_noise_std": 0.3, "action_noise_std": 0.1}, method="kalmamba")
+    write_run(tmp_path, experiment="old")
+    new, old = sorted(records.load_results(tmp_path)[0], key=lambda r: r.experiment)
+    assert (new.variant, new.world_model, new.obs_noise_std, new.action_noise_std) == (
+        "no_mamba", "models.kalmamba.KalMamba", 0.3, 0.1)
+    assert (old.variant, old.world_model, old.obs_noise_std, old.action_noise_std) == ("", None, None, None)
+
+
+def test_interrupted_runs_are_listed_as_incomplete_with_the_signal(tmp_path):
+    run_dir = write_run(tmp_path, status="done")
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps(dict(info, status="interrupted", interrupted_by="SIGTERM")))
+    _, (excluded,) = records.load_results(tmp_path)
+    assert excluded.kind == "incomplete" and "interrupted by SIGTERM" in excluded.reason
 
 
 def test_manifest_lists_runs_that_never_wrote_run_json(tmp_path):

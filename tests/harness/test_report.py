@@ -34,7 +34,7 @@ def built(tmp_path_factory):
 def test_leaderboard_markdown_has_ranked_tables_and_per_task_returns(built):
     root, written = built
     text = (root / "report" / "leaderboard.md").read_text()
-    assert "## noisy_state/ctx32 (2 tasks)" in text and "## noisy_state/ctx64 (2 tasks)" in text
+    assert "## exp: noisy_state/ctx32 (2 tasks)" in text and "## exp: noisy_state/ctx64 (2 tasks)" in text
     assert "| Method | IQM | Median | Mean | Optimality gap | Runs/task |" in text
     final = written["sac"][:, :, -1]
     cell = f"{final[:, 0].mean():.1f} ± {final[:, 0].std(ddof=1):.1f} (3)"
@@ -42,7 +42,7 @@ def test_leaderboard_markdown_has_ranked_tables_and_per_task_returns(built):
     ranked = [line.split(" | ")[0][2:] for line in text.splitlines() if re.match(r"\| \w+ \| \d\.\d{3} \[", line)]
     iqm = {m: np.mean(np.sort((written[m][:, :, -1] / 1000).ravel())[1:5]) for m in written}
     assert ranked[:2] == sorted(iqm, key=lambda m: -iqm[m])  # best IQM first
-    for figure in ("noisy_state_ctx32_intervals.png", "noisy_state_ctx64_sample_efficiency.png",
+    for figure in ("exp_noisy_state_ctx32_intervals.png", "exp_noisy_state_ctx64_sample_efficiency.png",
                    "wall_clock_vs_context_length.png"):
         assert f"(figures/{figure})" in text and (root / "report" / "figures" / figure).is_file()
     assert (root / "aggregate" / "aggregate.json").is_file()
