@@ -73,8 +73,6 @@ def prepare(args) -> Plan:
     Raises ConfigError or RunDirectoryError with a one-line message. Holds the run directory's lock
     on return (when there is something to train).
     """
-    import gin
-    from envs.rendering import RenderingUnavailableError
     from harness.tensorboard import TensorBoardWriter
 
     device = resolve_device(args.device)
@@ -86,6 +84,16 @@ def prepare(args) -> Plan:
     except ValueError as error:
         raise config.ConfigError(config.one_line(error)) from error
     run_dir = rundir.RunDirectory(args.out or experiment.run_dir(args.root))
+    try:
+        return _check_and_build(args, experiment, run_dir, device)
+    except BaseException:
+        run_dir.unlock()
+        raise
+
+
+def _check_and_build(args, experiment, run_dir, device) -> Plan:
+    import gin
+    from envs.rendering import RenderingUnavailableError
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise config.ConfigError(f"run directory {run_dir.path} is a file")
     existed = run_dir.exists()
@@ -219,10 +227,13 @@ def main(argv=None):
         except Interrupted as stop:
             print(f"interrupted by {stop.signal_name} during start-up; nothing was written", file=sys.stderr)
             return stop.exit_status
-        if plan.runner is None:
-            print(f"run already done: {plan.run_dir.path}")
-            return 0
-        return train(plan, args)
+        try:
+            if plan.runner is None:
+                print(f"run already done: {plan.run_dir.path}")
+                return 0
+            return train(plan, args)
+        finally:
+            plan.run_dir.unlock()
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

@@ -7,6 +7,7 @@ import pytest
 from rliable import library, metrics
 
 from harness import aggregate
+from harness.config import REPO_ROOT
 from tests.harness.test_records import write_run
 
 REPS = 300
@@ -234,3 +235,11 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, setup, words)
 def test_cli_missing_directory_exits_2(tmp_path, capsys):
     assert aggregate.main([str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == f"error: results directory not found: {tmp_path / 'nope'}"
+
+
+def test_records_written_before_the_identity_fields_still_aggregate():
+    result = aggregate.aggregate(REPO_ROOT / "results" / "learning_v2", reps=10)
+    (group,) = result["groups"]
+    assert group["experiment"] == "learning_v2"
+    assert group["methods"] == ["kalmamba", "rssm", "sac", "sac_noise_free", "vrkn"]
+    assert group["conditions"]["kalmamba"]["obs_noise_std"] is None  # not recorded then

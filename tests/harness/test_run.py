@@ -29,8 +29,10 @@ def test_quick_run_writes_the_run_directory_contract(tmp_path):
     assert str(out) in result.stdout
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "done"
-    assert {k: info[k] for k in ("method", "suite", "task", "seed", "context_length")} == {
-        "method": "sac", "suite": "noisy_state", "task": "cartpole_swingup", "seed": 0, "context_length": 32}
+    assert {k: info[k] for k in ("method", "variant", "world_model", "suite", "task", "seed", "context_length",
+                                 "obs_noise_std", "action_noise_std")} == {
+        "method": "sac", "variant": "", "world_model": "models.identity.Identity", "suite": "noisy_state",
+        "task": "cartpole_swingup", "seed": 0, "context_length": 32, "obs_noise_std": 0.3, "action_noise_std": 0.3}
     assert info["env_steps"] == 3000 and info["wall_clock_s"] > 0
     assert {"git_commit", "versions", "device", "started_at"} <= info.keys()
     lines = read_lines(out / "metrics.jsonl")
@@ -42,7 +44,7 @@ def test_quick_run_writes_the_run_directory_contract(tmp_path):
     assert train and all(line["env_steps_per_s"] > 0 for line in train)
     assert any("train/sac/critic_loss" in line for line in train)
     config = (out / "config.gin").read_text()
-    assert "Experiment.method = 'sac'" in config and "Schedule.total_env_steps = 3000" in config
+    assert "Experiment.world_model = @Identity" in config and "Schedule.total_env_steps = 3000" in config
     assert (out / "checkpoint" / "state.pt").is_file()
 
 
