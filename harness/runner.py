@@ -57,7 +57,8 @@ class Runner:
         self.rng = np.random.default_rng(experiment.seed)
         self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0, "prefill_agent_steps": 0,
                          "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
-                         "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0}
+                         "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0,
+                         "last_log_env_step": 0, "last_log_clock": 0.0, "eval_s": 0.0, "last_log_eval_s": 0.0}
         self.last_eval_return = float("nan")
         self._train_metrics = collections.defaultdict(list)
         self._episode_returns = []
@@ -158,7 +159,9 @@ class Runner:
     # -- evaluating and logging -------------------------------------------------------------------
     def _evaluate(self, clock):
         c = self.counters
+        began = time.perf_counter()
         returns = [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+        c["eval_s"] += time.perf_counter() - began
         self.last_eval_return = float(np.mean(returns))
         record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
                   "return_std": float(np.std(returns)), "returns": [float(r) for r in returns],
@@ -186,7 +189,10 @@ class Runner:
         c = self.counters
         record = {"kind": "train", "env_step": c["env_step"], "agent_step": c["agent_step"],
                   "updates": c["updates"], "episodes": c["episodes"],
-                  "env_steps_per_s": c["env_step"] / max(clock, 1e-9),
+                  "env_steps_per_s": c["env_step"] / max(clock, 1e-9),  # since the start, prefill included
+                  # since the previous train line, evaluation time excluded: the training loop's speed
+                  "interval_env_steps_per_s": (c["env_step"] - c["last_log_env_step"])
+                  / max(clock - c["last_log_clock"] - (c["eval_s"] - c["last_log_eval_s"]), 1e-9),
                   "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
         record.update(self._mean_train_metrics())
         self.run_dir.append_metrics(record)
@@ -199,6 +205,7 @@ class Runner:
                                                    if k.startswith("train/") and v is not None})
         self._train_metrics.clear()
         self._episode_returns.clear()
+        c["last_log_env_step"], c["last_log_clock"], c["last_log_eval_s"] = c["env_step"], clock, c["eval_s"]
         while c["next_log"] <= c["env_step"]:
             c["next_log"] += self.schedule.log_every
 
