@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-export MUJOCO_GL ?= egl
 # Small default experiment for `make run` (a few minutes on 2 CPU cores).
 RUN_GIN ?= gin/kalmamba_noisy.gin gin/quick.gin
 PYTEST_ARGS ?=

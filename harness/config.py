@@ -2,46 +2,31 @@
 
 Unknown configurables or parameters are errors (`skip_unknown=False`); every failure surfaces as a
 `ConfigError` whose message the CLIs print as one line before exiting with status 2.
+
+The harness keeps no list of modules to import: a gin file imports the modules whose configurables
+it binds (`import models.kalmamba`), and gin imports them while parsing. So a new world model is
+known to every command line as soon as a gin file that binds it is given.
 """
-import argparse
-import importlib
 import pathlib
 
 import gin
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+from harness.cli import CliParser  # noqa: F401  (harness.run and harness.aggregate still import it from here)
 
-# Modules whose import registers gin configurables. A new baseline adds its module here.
-CONFIGURABLE_MODULES = (
-    "envs",
-    "agents.latent_sac",
-    "models.identity",
-    "models.rssm",
-    "models.kalmamba",
-    "models.vrkn",
-    "harness.experiment",
-)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class ConfigError(ValueError):
     """A user error in gin files, bindings, suite or task names."""
 
 
-class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit status 2 (all harness CLIs)."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
-def register_configurables():
-    for name in CONFIGURABLE_MODULES:
-        importlib.import_module(name)
-
-
 def parse(gin_files, bindings=()):
-    """Clear gin, then parse `gin_files` (paths) and `bindings` ('Name.param = value' strings)."""
-    register_configurables()
+    """Clear gin, then parse `gin_files` (paths) and `bindings` ('Name.param = value' strings).
+
+    Only the harness's own configurables are imported here (`Experiment`, `Schedule`, `make_env`,
+    which every run binds); everything else is imported by the gin files themselves."""
+    import envs  # noqa: F401
+    import harness.experiment  # noqa: F401
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO_ROOT))
     for path in gin_files:

@@ -43,6 +43,26 @@ class Finished:
     error: str | None = None
 
 
+# How a signal's death reads in a sweep's manifest: 'killed by SIGKILL', 'terminated by SIGTERM'.
+_SIGNAL_VERBS = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
+
+
+def signal_reason(exit_code: int | None) -> str | None:
+    """'killed by SIGKILL' when `exit_code` says a signal ended the command, else None.
+
+    Two conventions name a signal N: -N from `subprocess` (the process died of it) and 128 + N from
+    a shell or a program that caught the signal and exited on it (harness.run exits 130 on SIGINT).
+    """
+    if exit_code is None or exit_code in (0, 1, 2):
+        return None
+    number = -exit_code if exit_code < 0 else exit_code - 128
+    try:
+        signum = signal.Signals(number)
+    except ValueError:
+        return None
+    return f"{_SIGNAL_VERBS.get(signum, 'killed')} by {signum.name}"
+
+
 class ExecutorError(RuntimeError):
     """The executor cannot start (for example Ray missing or its cluster unreachable)."""
 

@@ -1,19 +1,24 @@
-"""`python -m harness.bench models`: time of one world-model + SAC update per model and context length.
+"""`python -m harness.bench models`: time of one world-model + SAC update per experiment and context length.
 
-Each model is built exactly as its experiment builds it: `gin/<model>_<suite>.gin` (plus any --gin
-overlays and --bind bindings), `Experiment.world_model` and `Experiment.agent` on the task's
-observation and action shapes. One timed call is `LatentSAC.update` on a random replay-shaped
-batch (B, T) already on the device: world-model loss, backward, Adam step, then the SAC critic,
-actor and temperature updates on the detached filtered features. Every time is the median wall
-clock of --repeats calls after --warmup calls, with the device synchronised before the clock stops.
+    python -m harness.bench models [--gin gin/kalmamba_noisy.gin gin/rssm_noisy.gin ...]
+                                   [--overlay gin/quick.gin] [--bind 'Name.param=value'] [options]
+
+Each column is one experiment gin file (`--gin`, as a sweep's methods; default: every experiment
+file in gin/ of the `--suites`), built exactly as its run builds it: the file, then any --overlay
+files and --bind bindings, `Experiment.world_model` and `Experiment.agent` on the task's
+observation and action shapes; the column is named by the run's label (`kalmamba`, or
+`kalmamba+<variant>`). One timed call is `LatentSAC.update` on a random replay-shaped batch (B, T)
+already on the device: world-model loss, backward, Adam step, then the SAC critic, actor and
+temperature updates on the detached filtered features. Every time is the median wall clock of
+--repeats calls after --warmup calls, with the device synchronised before the clock stops.
 --model-only times the world-model half alone (loss, backward, gradient clip, Adam step): the SAC
 half works on B (T - 1) transitions of the same feature size for every model, so it adds the same
 O(B T) cost to each of them.
 
-Prints one markdown table per device and suite: a row per T, the milliseconds of each model side
-by side, then each model's time divided by KalMamba's (when KalMamba is measured), and finally the
-growth of each model's time from the shortest to the longest T. A cell is `-` when the model's
-previous T already took longer than --max-ms, `OOM` when the device ran out of memory.
+Prints one markdown table per device and suite: a row per T, the milliseconds of each experiment
+side by side, then each one's time divided by the first column's, and finally the growth of each
+one's time from the shortest to the longest T. A cell is `-` when the experiment's previous T
+already took longer than --max-ms, `OOM` when the device ran out of memory.
 """
 import argparse
 import datetime
@@ -23,11 +28,10 @@ import numpy as np
 import torch
 
 from harness import config
+from harness.cli import CliParser
 from harness.benchmarks.timing import median_ms
 
-MODELS = ("kalmamba", "rssm", "vrkn")
-SUITE_FILES = {"noisy_state": "noisy", "image": "image"}
-REFERENCE = "kalmamba"
+GIN_DIR = config.REPO_ROOT / "gin"
 
 
 def main(argv=None):
@@ -36,11 +40,10 @@ def main(argv=None):
     if "cuda" in devices and not torch.cuda.is_available():
         print("error: --devices cuda was asked for but CUDA is not available", file=sys.stderr)
         return 2
-    try:
-        shapes = {suite: _task_shapes(suite, args.task) for suite in args.suites}
-        for suite in args.suites:  # fail on a bad overlay before any timing starts
-            for model in args.models:
-                _build_agent(args, suite, shapes[suite], torch.device("cpu"), model, build=False)
+    try:  # every file is parsed before any timing starts, so a bad overlay fails at once
+        columns = _columns(args)
+        suites = sorted({column.suite for column in columns})
+        shapes = {suite: _task_shapes(suite, args.task) for suite in suites}
     except (ValueError, config.ConfigError) as error:
         print(f"error: {config.one_line(error)}", file=sys.stderr)
         return 2
@@ -48,26 +51,29 @@ def main(argv=None):
     print(f"command: python -m harness.bench models {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"date: {datetime.date.today().isoformat()}; torch {torch.__version__}; "
           f"mamba_ssm kernel: {'yes' if mamba_ssm_available() else 'no'}; task {args.task}; "
-          f"gin overlays: {' '.join(args.gin) or 'none'}")
+          f"gin overlays: {' '.join(args.overlay) or 'none'}")
     for device in devices:
-        for suite in args.suites:
-            _table(args, suite, shapes[suite], torch.device(device))
+        for suite in suites:
+            _table(args, [c for c in columns if c.suite == suite], shapes[suite], torch.device(device))
     return 0
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.bench models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CliParser(prog="python -m harness.bench models", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024],
                         help="context lengths T")
     parser.add_argument("--batch", type=int, default=32, help="sequences per update (default 32, as in training)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--suites", nargs="+", choices=list(SUITE_FILES), default=["noisy_state"])
+    parser.add_argument("--gin", nargs="+", action="extend", default=[], metavar="FILE",
+                        help="experiment gin files, one column each (repeatable); default: every "
+                             "experiment file in gin/ of the --suites")
+    parser.add_argument("--suites", nargs="+", default=["noisy_state"],
+                        help="suites of the default experiment files (default noisy_state)")
     parser.add_argument("--task", default="cartpole_swingup", help="task whose observation/action shapes are used")
     parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=None,
                         help="default: cuda when available, else cpu")
-    parser.add_argument("--gin", action="append", default=[], metavar="FILE",
-                        help="extra gin file applied after the experiment file, e.g. gin/quick.gin (repeatable)")
+    parser.add_argument("--overlay", action="append", default=[], metavar="FILE",
+                        help="gin file applied after each experiment file, e.g. gin/quick.gin (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING", help="gin binding (repeatable)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -97,14 +103,54 @@ def _task_shapes(suite, task):
         env.close()
 
 
-def _build_agent(args, suite, shapes, device, model=REFERENCE, build=True):
-    config.parse([f"gin/{model}_{SUITE_FILES[suite]}.gin", *args.gin], args.bind)
-    experiment = config.make_experiment()
-    if not build:
-        return None
-    obs_shape, _, action_dim = shapes
-    world_model = experiment.world_model(obs_shape=obs_shape, action_dim=action_dim)
-    return experiment.agent(world_model=world_model, action_dim=action_dim).to(device)
+class Column:
+    """One experiment file of the table: its label (the run's method and variant) and suite."""
+
+    def __init__(self, path, overlays, bindings):
+        self.path, self.overlays, self.bindings = path, list(overlays), list(bindings)
+        experiment = self.parse()
+        self.label, self.suite = experiment.label, experiment.suite
+
+    def parse(self):
+        config.parse([self.path, *self.overlays], self.bindings)
+        try:
+            return config.make_experiment()
+        except config.ConfigError as error:
+            raise config.ConfigError(f"{self.path} does not build an experiment ({error}); "
+                                     "gin files applied on top of each experiment go in --overlay") from error
+
+    def build_agent(self, shapes, device):
+        experiment = self.parse()
+        obs_shape, _, action_dim = shapes
+        world_model = experiment.world_model(obs_shape=obs_shape, action_dim=action_dim)
+        return experiment.agent(world_model=world_model, action_dim=action_dim).to(device)
+
+
+def default_experiments(suites):
+    """Every experiment file directly in gin/ (a file that builds an Experiment) of the suites."""
+    found = []
+    for path in sorted(GIN_DIR.glob("*.gin")):
+        try:
+            config.parse([path])
+            experiment = config.make_experiment()
+        except config.ConfigError:
+            continue  # an overlay or a fragment
+        if experiment.suite in suites:
+            found.append(path.relative_to(config.REPO_ROOT).as_posix())
+    return found
+
+
+def _columns(args):
+    paths = args.gin or default_experiments(args.suites)
+    if not paths:
+        raise config.ConfigError(f"no experiment file in gin/ has a suite among {args.suites}")
+    columns = [Column(path, args.overlay, args.bind) for path in paths]
+    labels = [column.label for column in columns]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise config.ConfigError(f"two experiment files are labelled {label!r}: "
+                                     "set Experiment.variant in one of them")
+    return columns
 
 
 def random_batch(batch_size, length, shapes, device, generator):
@@ -128,55 +174,57 @@ def _time_update_ms(agent, batch, device, args):
     return median_ms(update, device, args.warmup, args.repeats)
 
 
-def _measure(args, suite, shapes, device):
-    """{model: {T: ms or None (skipped) or 'OOM'}}."""
+def _measure(args, columns, shapes, device):
+    """{label: {T: ms or None (skipped) or 'OOM'}}."""
     results = {}
-    for model in args.models:
+    for column in columns:
         torch.manual_seed(args.seed)
-        agent = _build_agent(args, suite, shapes, device, model)
+        agent = column.build_agent(shapes, device)
         generator = torch.Generator().manual_seed(args.seed)
-        results[model], too_slow = {}, False
+        times, too_slow = {}, False
+        results[column.label] = times
         for length in args.lengths:
             if too_slow:
-                results[model][length] = None
+                times[length] = None
                 continue
             try:
                 batch = random_batch(args.batch, length, shapes, device, generator)
-                results[model][length] = _time_update_ms(agent, batch, device, args)
-                too_slow = args.max_ms is not None and results[model][length] > args.max_ms
+                times[length] = _time_update_ms(agent, batch, device, args)
+                too_slow = args.max_ms is not None and times[length] > args.max_ms
             except torch.OutOfMemoryError:
-                results[model][length], too_slow = "OOM", True
+                times[length], too_slow = "OOM", True
                 batch = None
                 torch.cuda.empty_cache()
         del agent
     return results
 
 
-def _table(args, suite, shapes, device):
+def _table(args, columns, shapes, device):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     obs_shape, _, action_dim = shapes
     what = "world-model update only" if args.model_only else "world-model + SAC update"
-    print(f"\n### {name} ({device.type}{threads}); suite {suite}, obs {obs_shape}, A={action_dim}; "
+    print(f"\n### {name} ({device.type}{threads}); suite {columns[0].suite}, obs {obs_shape}, A={action_dim}; "
           f"batch {args.batch}; ms per {what} (median of {args.repeats} after {args.warmup} warm-up)\n")
-    results = _measure(args, suite, shapes, device)
-    others = [m for m in args.models if m != REFERENCE] if REFERENCE in args.models else []
-    header = ["T"] + [f"{m} ms" for m in args.models] + [f"{m} / {REFERENCE}" for m in others]
+    results = _measure(args, columns, shapes, device)
+    labels = [column.label for column in columns]
+    reference, others = labels[0], labels[1:]
+    header = ["T"] + [f"{label} ms" for label in labels] + [f"{label} / {reference}" for label in others]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for length in args.lengths:
-        row = [str(length)] + [_cell(results[m][length]) for m in args.models]
-        reference = results.get(REFERENCE, {}).get(length)
-        for model in others:
-            value = results[model][length]
-            both = isinstance(value, float) and isinstance(reference, float)
-            row.append(f"{value / reference:.1f}x" if both else "-")
+        row = [str(length)] + [_cell(results[label][length]) for label in labels]
+        base = results[reference][length]
+        for label in others:
+            value = results[label][length]
+            both = isinstance(value, float) and isinstance(base, float)
+            row.append(f"{value / base:.1f}x" if both else "-")
         print("| " + " | ".join(row) + " |", flush=True)
     first, last = args.lengths[0], args.lengths[-1]
     growth = []
-    for model in args.models:
-        a, b = results[model][first], results[model][last]
-        growth.append(f"{model} {b / a:.1f}x" if isinstance(a, float) and isinstance(b, float) else f"{model} -")
+    for label in labels:
+        a, b = results[label][first], results[label][last]
+        growth.append(f"{label} {b / a:.1f}x" if isinstance(a, float) and isinstance(b, float) else f"{label} -")
     print(f"\ngrowth from T={first} to T={last}: " + ", ".join(growth))
 
 

@@ -1,6 +1,15 @@
-"""Follows docs/adding_a_baseline.md with the toy model of tests/harness/toy_baseline.py."""
+"""Follows docs/adding_a_baseline.md with the toy model of tests/harness/toy_baseline.py, named
+`my_model` (two words: nothing may split a model name at '_').
+
+The slow test applies the doc's steps to a copy of the repository, checks that they changed only the
+files the doc lists (nothing under harness/), then runs the doc's commands in the copy: the gin-file
+tests, the smoke run, the model benchmark, a sweep and the leaderboard.
+"""
+import hashlib
 import json
-import os
+import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -10,31 +19,34 @@ import torch
 from harness.config import REPO_ROOT
 from tests.harness.toy_baseline import ExponentialFilter
 
-# Step 3: the model's gin file (the module is imported here instead of being listed in
-# harness/config.py, because it lives in tests/) and the experiment file that includes it.
-TOY_MODEL_GIN = """\
-import tests.harness.toy_baseline
+DOC = REPO_ROOT / "docs" / "adding_a_baseline.md"
+COPIED = ("agents", "envs", "gin", "harness", "models", "tests", "setup.cfg")
 
-Experiment.world_model = @ExponentialFilter
-ExponentialFilter.init_smoothing = 0.3
+# Step 3: the model's gin file, the include line, the experiment file.
+MODEL_GIN = """\
+# My model: an exponential filter (tests/harness/toy_baseline.py).
+import models.my_model
+
+ExponentialFilter.init_smoothing = 0.3        # initial weight of the previous belief
 """
-
-TOY_EXPERIMENT_GIN = """\
+INCLUDE_LINE = "include 'gin/models/my_model.gin'\n"
+EXPERIMENT_GIN = """\
+# My model + latent SAC on the noisy state suite.
 include 'gin/base.gin'
 include 'gin/suites/noisy_state.gin'
-include '{model}'
 
-Experiment.method = 'toy_filter'
+Experiment.world_model = @ExponentialFilter
 """
-
 SWEEP_GIN = """\
-import harness.sweep
+import harness.sweep_plan
 
-Sweep.name = 'toy_comparison'
-Sweep.methods = ['{toy}', 'gin/sac_noisy.gin']
+Sweep.name = 'my_comparison'
+Sweep.methods = ['gin/sac_noisy.gin', 'gin/my_model_noisy.gin']
 Sweep.tasks = ['cartpole_swingup']
 Sweep.seeds = [0]
+Sweep.context_lengths = [32]
 Sweep.overlays = ['gin/quick.gin']
+Sweep.bindings = ['Schedule.total_env_steps = 2000']
 Sweep.results_dir = '{results}'
 """
 
@@ -70,25 +82,82 @@ def test_toy_loss_trains_its_parameter():
     assert beliefs["mean"].shape == (4, 9, 2)
 
 
+def test_the_doc_lists_no_file_under_harness():
+    touched = _doc_files()
+    assert "models/my_model.py" in touched and "gin/models/all.gin" in touched
+    assert not any(path.startswith("harness") for path in touched)
+
+
 @pytest.mark.slow
-def test_toy_baseline_from_gin_file_to_leaderboard(tmp_path):
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "toy.gin").write_text(TOY_MODEL_GIN)
-    toy = tmp_path / "toy_noisy.gin"
-    toy.write_text(TOY_EXPERIMENT_GIN.format(model=tmp_path / "models" / "toy.gin"))
-    sweep = tmp_path / "toy_comparison.gin"
-    sweep.write_text(SWEEP_GIN.format(toy=toy, results=tmp_path / "results"))
-    env = dict(os.environ, MUJOCO_GL="egl")
-    result = subprocess.run([sys.executable, "-m", "harness.sweep", "--gin", str(sweep), "--workers", "2"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = tmp_path / "results" / "toy_comparison" / "toy_filter" / "noisy_state" / "cartpole_swingup" / "ctx32" / "seed0"
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
-    assert "ExponentialFilter.init_smoothing = 0.3" in (run_dir / "config.gin").read_text()
-    train = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def test_following_the_doc_touches_no_harness_file_and_reaches_the_leaderboard(tmp_path):
+    repo = tmp_path / "repo"
+    _copy_repository(repo)
+    before = _snapshot(repo)
+    # Step 1: the model. Step 3: its gin file, the include line, its experiment file.
+    shutil.copy(REPO_ROOT / "tests" / "harness" / "toy_baseline.py", repo / "models" / "my_model.py")
+    (repo / "gin" / "models" / "my_model.gin").write_text(MODEL_GIN)
+    with open(repo / "gin" / "models" / "all.gin", "a") as f:
+        f.write(INCLUDE_LINE)
+    (repo / "gin" / "my_model_noisy.gin").write_text(EXPERIMENT_GIN)
+    changed = _changed(before, _snapshot(repo))
+    assert changed == {"models/my_model.py", "gin/models/my_model.gin", "gin/models/all.gin",
+                       "gin/my_model_noisy.gin"}
+    assert changed <= _doc_files()
+
+    # Every gin file still parses and builds, the new experiment among them.
+    _run(repo, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests/test_gin_files.py")
+    # Step 4: the smoke run and the benchmark.
+    _run(repo, "-m", "harness.run", "--gin", "gin/my_model_noisy.gin", "--gin", "gin/quick.gin",
+         "--out", str(tmp_path / "my_model_smoke"))
+    info = json.loads((tmp_path / "my_model_smoke" / "run.json").read_text())
+    assert info["status"] == "done" and info["method"] == "my_model"
+    assert "ExponentialFilter.init_smoothing = 0.3" in (tmp_path / "my_model_smoke" / "config.gin").read_text()
+    train = [json.loads(line) for line in (tmp_path / "my_model_smoke" / "metrics.jsonl").read_text().splitlines()]
     assert any("train/model/prediction_error" in line for line in train)
-    report = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path / "results" / "toy_comparison"),
-                             "--reps", "100"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert report.returncode == 0, report.stderr
-    board = (tmp_path / "results" / "toy_comparison" / "report" / "leaderboard.md").read_text()
-    assert "| toy_filter |" in board and "| sac |" in board
+    bench = _run(repo, "-m", "harness.bench", "models", "--gin", "gin/my_model_noisy.gin", "gin/kalmamba_noisy.gin",
+                 "--overlay", "gin/quick.gin", "--devices", "cpu", "--lengths", "3", "--batch", "1",
+                 "--repeats", "1", "--warmup", "0")
+    assert "| T | my_model ms | kalmamba ms | kalmamba / my_model |" in bench
+    # Step 5: a sweep; step 6: the leaderboard.
+    sweep = repo / "gin" / "sweeps" / "my_comparison.gin"
+    sweep.write_text(SWEEP_GIN.format(results=tmp_path / "results"))
+    _run(repo, "-m", "harness.sweep", "--gin", "gin/sweeps/my_comparison.gin", "--workers", "2")
+    run_dir = tmp_path / "results" / "my_comparison" / "my_model" / "noisy_state" / "cartpole_swingup" / "ctx32" / "seed0"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    _run(repo, "-m", "harness.report", str(tmp_path / "results" / "my_comparison"), "--reps", "100")
+    board = (tmp_path / "results" / "my_comparison" / "report" / "leaderboard.md").read_text()
+    assert "| my_model |" in board and "| sac |" in board
+    sweep.unlink()
+    assert not any(path.startswith("harness/") for path in _changed(before, _snapshot(repo)))
+
+
+def _doc_files():
+    """The paths of the doc's 'What you touch' table."""
+    section = DOC.read_text().split("## What you touch", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([\w./]+)`", section, flags=re.M))
+
+
+def _copy_repository(repo):
+    repo.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in COPIED:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=ignore)
+        else:
+            shutil.copy(source, repo / name)
+
+
+def _snapshot(repo):
+    return {path.relative_to(repo).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in repo.rglob("*") if path.is_file() and "__pycache__" not in path.parts}
+
+
+def _changed(before, after):
+    return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+
+
+def _run(repo, *args):
+    result = subprocess.run([sys.executable, *args], cwd=repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout

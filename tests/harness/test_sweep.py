@@ -1,4 +1,6 @@
-"""harness.sweep: grid expansion, manifest, skip/resume/retry, Ctrl-C, CLI errors, and real sweeps.
+"""harness.sweep and its library (sweep_plan, sweep_runner): grid expansion over methods, tasks,
+seeds, context lengths and any gin binding, manifest, skip/resume/retry, Ctrl-C, CLI errors, and
+real sweeps.
 
 Most tests replace only the child program: `FakeRunExecutor` is the real LocalExecutor running
 FAKE_RUN (below) instead of `python -m harness.run`, with the same arguments. FAKE_RUN follows the
@@ -7,6 +9,7 @@ the real harness.run through `python -m harness.sweep`, with the local pool and 
 """
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import signal
@@ -14,9 +17,10 @@ import subprocess
 import sys
 import time
 
+import gin
 import pytest
 
-from harness import config, executors, sweep as sweep_lib
+from harness import config, executors, sweep as sweep_cli, sweep_plan, sweep_runner
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TASKS = ["cartpole_swingup", "reacher_easy"]
@@ -41,6 +45,12 @@ if seed == 1 and first or seed == 3:
     (out / "run.json").write_text(json.dumps(dict(info, status="failed", error="RuntimeError: diverged")))
     print("RuntimeError: diverged")
     sys.exit(1)
+if seed == 9:   # dies of a signal after printing a line that is not the cause
+    print("step 1000: eval return 12.5", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+if seed == 10:  # caught SIGTERM and exited the shell way, 128 + 15
+    print("saving checkpoint", flush=True)
+    sys.exit(143)
 if seed in (7, 8):
     if seed == 7:
         signal.signal(signal.SIGTERM, lambda *_: ((out / "got_sigterm").touch(), sys.exit(143)))
@@ -68,7 +78,7 @@ class FakeRunExecutor(executors.LocalExecutor):
 
 
 def make_sweep(root, seeds, methods=("gin/sac_noisy.gin",), **overrides):
-    return sweep_lib.Sweep(name="t", methods=list(methods), tasks=overrides.pop("tasks", TASKS),
+    return sweep_plan.Sweep(name="t", methods=list(methods), tasks=overrides.pop("tasks", TASKS),
                            seeds=seeds, results_dir=str(root), overlays=["gin/quick.gin"], **overrides)
 
 
@@ -78,8 +88,8 @@ def drive(root, seeds, workers=2, grace_s=5.0, retries=1):
     (root / "fake_run.py").write_text(FAKE_RUN)
     os.environ["FAKE_RUN_CALLS"] = str(root / "calls.jsonl")
     sweep = make_sweep(root / "results", seeds, retries=retries)
-    manifest = sweep_lib.Manifest(sweep, sweep_lib.plan(sweep), "local")
-    status = sweep_lib.run_sweep(sweep, manifest, FakeRunExecutor(workers, root / "fake_run.py"),
+    manifest = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "local")
+    status = sweep_runner.run_sweep(sweep, manifest, FakeRunExecutor(workers, root / "fake_run.py"),
                                  workers, grace_s=grace_s, log=lambda line: None)
     return status, json.loads(manifest.path.read_text()), _calls(root)
 
@@ -95,14 +105,15 @@ def _by_seed(manifest):
 
 def test_plan_expands_the_grid_into_describe_run_directories(tmp_path):
     variant = tmp_path / "sac_b.gin"
-    variant.write_text("include 'gin/sac_noisy.gin'\nExperiment.method = 'sac_b'\n")
+    variant.write_text("include 'gin/sac_noisy.gin'\nExperiment.variant = 'b'\n")
     sweep = make_sweep(tmp_path, seeds=[0, 5, 6], methods=("gin/sac_noisy.gin", str(variant)),
                        context_lengths=[32, 48], bindings=["Schedule.eval_episodes = 1"])
-    runs = sweep_lib.plan(sweep)
+    runs = sweep_plan.plan(sweep)
     assert len(runs) == 2 * 2 * 3 * 2
     assert len({r["run_dir"] for r in runs}) == len(runs)
-    run = next(r for r in runs if r["method"] == "sac_b" and r["seed"] == 6 and r["context_length"] == 48)
-    assert run["run_dir"] == "sac_b/noisy_state/cartpole_swingup/ctx48/seed6"
+    run = next(r for r in runs if r["variant"] == "b" and r["seed"] == 6 and r["context_length"] == 48)
+    assert run["run_dir"] == "sac+b/noisy_state/cartpole_swingup/ctx48/seed6" and run["method"] == "sac"
+    assert run["grid"] == {}
     assert run["bindings"] == ["Experiment.name = 't'", "Experiment.task = 'cartpole_swingup'",
                                "Experiment.seed = 6", "Experiment.context_length = 48",
                                "Schedule.eval_episodes = 1"]
@@ -112,7 +123,7 @@ def test_plan_expands_the_grid_into_describe_run_directories(tmp_path):
 
 def test_two_methods_with_one_label_are_rejected(tmp_path):
     with pytest.raises(config.ConfigError, match="share the run directory"):
-        sweep_lib.plan(make_sweep(tmp_path, [0], methods=("gin/sac_noisy.gin", "gin/sac_noisy.gin")))
+        sweep_plan.plan(make_sweep(tmp_path, [0], methods=("gin/sac_noisy.gin", "gin/sac_noisy.gin")))
 
 
 def test_runs_retry_then_report_and_user_errors_are_not_retried(tmp_path):
@@ -130,6 +141,24 @@ def test_runs_retry_then_report_and_user_errors_are_not_retried(tmp_path):
     assert [c["resume"] for c in retried] == [False, True]  # the retry continues the run directory
     log = tmp_path / "results" / "t" / runs[TASKS[0], 3]["log"]
     assert log.read_text().count("RuntimeError: diverged") == 2  # both attempts appended
+
+
+def test_a_run_killed_by_a_signal_is_retried_and_reported_by_the_signal(tmp_path):
+    status, manifest, _ = drive(tmp_path, seeds=[9, 10], retries=1)
+    runs = _by_seed(manifest)
+    assert status == 1
+    for task in TASKS:
+        assert runs[task, 9]["attempts"] == 2 and runs[task, 10]["attempts"] == 2  # retried once
+        assert runs[task, 9]["error"] == "killed by SIGKILL" and runs[task, 9]["exit_code"] == -9
+        assert runs[task, 10]["error"] == "terminated by SIGTERM" and runs[task, 10]["exit_code"] == 143
+
+
+@pytest.mark.parametrize("exit_code, reason", [
+    (-9, "killed by SIGKILL"), (137, "killed by SIGKILL"), (-15, "terminated by SIGTERM"),
+    (143, "terminated by SIGTERM"), (130, "interrupted by SIGINT"), (-11, "killed by SIGSEGV"),
+    (0, None), (1, None), (2, None), (3, None), (None, None), (255, None)])
+def test_signal_reason_reads_both_exit_code_conventions(exit_code, reason):
+    assert executors.signal_reason(exit_code) == reason
 
 
 def test_rerun_skips_done_runs_and_retries_failed_ones(tmp_path):
@@ -190,26 +219,26 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     argv = argv + ["--bind", f"Sweep.results_dir = '{tmp_path}'"]
     if "Sweep.methods" not in str(argv):
         argv += ["--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
-    assert sweep_lib.main(argv) == 2
+    assert sweep_cli.main(argv) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {words}")
     assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, capsys):
-    held = sweep_lib.lock_sweep_dir(tmp_path / "tiny")
+    held = sweep_runner.lock_sweep_dir(tmp_path / "tiny")
     try:
         argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
                 "--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
-        assert sweep_lib.main(argv) == 2
+        assert sweep_cli.main(argv) == 2
         assert capsys.readouterr().err == f"error: another sweep is running in {tmp_path / 'tiny'}\n"
         assert not (tmp_path / "tiny" / "sweep.json").exists()
     finally:
         held.close()
-    assert sweep_lib.lock_sweep_dir(tmp_path / "tiny") is not None  # released with its holder
+    assert sweep_runner.lock_sweep_dir(tmp_path / "tiny") is not None  # released with its holder
 
 
-def test_module_entry_point_registers_sweep_once_and_rejects_unknown_executor(tmp_path):
+def test_module_entry_point_plans_and_rejects_unknown_executor(tmp_path):
     command = [sys.executable, "-m", "harness.sweep", "--gin", "gin/sweeps/tiny.gin", "--dry-run",
                "--bind", f"Sweep.results_dir = '{tmp_path}'", "--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
     plan = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -222,7 +251,7 @@ def test_module_entry_point_registers_sweep_once_and_rejects_unknown_executor(tm
 
 
 def _missing_methods(sweep_file):
-    sweep = sweep_lib.load_sweep([sweep_file])
+    sweep = sweep_plan.load_sweep([sweep_file])
     return [m for m in sweep.methods if not (REPO / m).is_file()]
 
 
@@ -230,9 +259,10 @@ def _missing_methods(sweep_file):
 def test_every_shipped_sweep_file_plans(path, tmp_path):
     if _missing_methods(path):
         pytest.skip(f"method gin files not in the repository yet: {_missing_methods(path)}")
-    sweep = sweep_lib.load_sweep([path], [f"Sweep.results_dir = '{tmp_path}'"])
-    runs = sweep_lib.plan(sweep)
-    assert len(runs) == len(sweep.methods) * len(sweep.tasks) * len(sweep.seeds) * len(sweep.context_lengths)
+    sweep = sweep_plan.load_sweep([path], [f"Sweep.results_dir = '{tmp_path}'"])
+    runs = sweep_plan.plan(sweep)
+    grid_size = math.prod(len(values) for values in sweep.grid.values())
+    assert len(runs) == len(sweep.methods) * len(sweep.tasks) * len(sweep.seeds) * len(sweep.context_lengths) * grid_size
 
 
 @pytest.mark.slow
@@ -270,3 +300,86 @@ def _wait_for(condition, process, timeout_s=120):
         assert process is None or process.poll() is None, "the sweep exited early"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+# -- grids over any gin binding ----------------------------------------------------------------------
+
+def test_a_grid_axis_binds_each_value_and_labels_its_run_directory(tmp_path):
+    variant = tmp_path / "sac_b.gin"
+    variant.write_text("include 'gin/sac_noisy.gin'\nExperiment.variant = 'b'\n")
+    sweep = make_sweep(tmp_path, seeds=[0], methods=("gin/sac_noisy.gin", str(variant)), tasks=TASKS[:1],
+                       grid={"make_env.obs_noise_std": [0.0, 0.3], "make_env.action_noise_std": [0.1]})
+    runs = sweep_plan.plan(sweep)
+    assert sorted(r["run_dir"].split("/")[0] for r in runs) == [
+        "sac+b,obs_noise_std=0.0,action_noise_std=0.1", "sac+b,obs_noise_std=0.3,action_noise_std=0.1",
+        "sac+obs_noise_std=0.0,action_noise_std=0.1", "sac+obs_noise_std=0.3,action_noise_std=0.1"]
+    run = next(r for r in runs if r["variant"] == "b,obs_noise_std=0.3,action_noise_std=0.1")
+    assert run["grid"] == {"make_env.obs_noise_std": 0.3, "make_env.action_noise_std": 0.1}
+    assert run["method"] == "sac"
+    assert "make_env.obs_noise_std = 0.3" in run["bindings"]
+    spec, run_dir = config.describe_run(run["gin_files"], run["bindings"], root=tmp_path)
+    assert gin.query_parameter("make_env.obs_noise_std") == 0.3  # the run is built with the value
+    assert spec["variant"] == run["variant"] and run_dir == tmp_path / "t" / run["run_dir"]
+    manifest = sweep_runner.Manifest(sweep, runs, "local")
+    manifest.save()
+    saved = json.loads(manifest.path.read_text())
+    assert saved["grid"]["grid"] == {"make_env.obs_noise_std": [0.0, 0.3], "make_env.action_noise_std": [0.1]}
+    assert {tuple(r["grid"].values()) for r in saved["runs"]} == {(0.0, 0.1), (0.3, 0.1)}
+
+
+def test_a_grid_over_strings_and_integers_renders_them_as_written(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=[0], tasks=TASKS[:1],
+                       grid={"make_env.image_size": [32, 64], "Experiment.suite": ["noisy_state"]})
+    runs = sweep_plan.plan(sweep)
+    assert [r["variant"] for r in runs] == ["image_size=32,suite=noisy_state", "image_size=64,suite=noisy_state"]
+    assert "Experiment.suite = 'noisy_state'" in runs[0]["bindings"]
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"make_env.obs_noise_std": [0.1, "a/b"]}, "value 'a/b' does not render path-safe"),
+    ({"make_env.obs_noise_std": [(0.1, 0.2)]}, "value (0.1, 0.2) does not render path-safe"),
+    ({"make_env.obs_noise_std": ["../x"]}, "value '../x' does not render path-safe"),
+    ({"make_env.obs_noise_std": []}, "must be a non-empty list"),
+    ({"make_env.obs_noise_std": 0.1}, "must be a non-empty list"),
+    ({"obs_noise_std": [0.1]}, "a grid key is a gin binding"),
+    ({"Experiment.seed": [0, 1]}, "Experiment.seed is set by Sweep.seeds"),
+    ({"Experiment.variant": ["a"]}, "Experiment.variant is set by Sweep.bindings"),
+    ({"make_env.obs_noise_std": [0.1], "other/make_env.obs_noise_std": [0.2]}, "could not be told apart"),
+    ([("make_env.obs_noise_std", [0.1])], "Sweep.grid must be a dict"),
+])
+def test_a_grid_that_cannot_label_its_runs_is_refused(grid, words, tmp_path):
+    with pytest.raises(config.ConfigError) as error:  # gin appends a line naming the configurable
+        sweep_plan.plan(make_sweep(tmp_path, seeds=[0], tasks=TASKS[:1], grid=grid))
+    assert words in str(error.value).splitlines()[0]
+
+
+def test_a_grid_axis_also_bound_by_sweep_bindings_is_refused(tmp_path):
+    with pytest.raises(config.ConfigError, match="Sweep.bindings also binds make_env.obs_noise_std"):
+        make_sweep(tmp_path, seeds=[0], grid={"make_env.obs_noise_std": [0.1]},
+                   bindings=["make_env.obs_noise_std=0.2"])
+
+
+def test_the_cli_reports_a_bad_grid_as_one_line(tmp_path, capsys):
+    argv = ["--gin", "gin/sweeps/noise_tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
+            "--bind", "Sweep.grid = {'make_env.obs_noise_std': ['a b']}", "--dry-run"]
+    assert sweep_cli.main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == ("error: Sweep.grid['make_env.obs_noise_std']: value 'a b' does not render path-safe "
+                    "(letters, digits, _ . = , + -)")
+
+
+@pytest.mark.slow
+def test_noise_grid_sweep_runs_one_directory_per_noise_level(tmp_path):
+    command = [sys.executable, "-m", "harness.sweep", "--gin", "gin/sweeps/noise_tiny.gin", "--workers", "2",
+               "--bind", f"Sweep.results_dir = '{tmp_path}'", "--bind", "Sweep.methods = ['gin/sac_noisy.gin']",
+               "--bind", "Sweep.bindings = ['Schedule.total_env_steps = 2000']"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "noise_tiny" / "sweep.json").read_text())
+    assert {r["status"] for r in manifest["runs"]} == {"done"}
+    assert sorted(r["grid"]["make_env.obs_noise_std"] for r in manifest["runs"]) == [0.0, 0.3]
+    for noise in (0.0, 0.3):
+        run_dir = tmp_path / "noise_tiny" / f"sac+obs_noise_std={noise}" / "noisy_state" / "cartpole_swingup" / "ctx32" / "seed0"
+        assert f"make_env.obs_noise_std = {noise}" in (run_dir / "config.gin").read_text()
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "done" and info["variant"] == f"obs_noise_std={noise}"

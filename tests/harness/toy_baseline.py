@@ -4,7 +4,8 @@
     belief_t = a * belief_{t-1} + (1 - a) * obs_t          otherwise,   a = sigmoid(smoothing_logit)
 
 The loss is the squared error of predicting obs_t by belief_{t-1} (steps that start an episode are
-left out), so the one parameter `a` is trained by the agent's model optimizer.
+left out), so the one parameter `a` is trained by the agent's model optimizer. The doc's test copies
+this file to `models/my_model.py` of a copy of the repository, as the doc's step 1.
 """
 import math
 
@@ -18,6 +19,8 @@ from models.world_model import Belief, WorldModel
 @gin.configurable
 class ExponentialFilter(WorldModel):
     """Vector observations only; feature_dim = obs_dim."""
+
+    name = "my_model"  # two words: nothing may read a model's name from a file name up to '_'
 
     def __init__(self, obs_shape, action_dim, init_smoothing=0.5):
         super().__init__()

@@ -1,0 +1,211 @@
+"""How a sweep runs its plan: the manifest `sweep.json`, scheduling on an executor, retries.
+
+Runs whose run.json says 'done' are skipped; a run directory that exists is continued with
+--resume; a failed run (exit 1 or killed) is retried up to `Sweep.retries` times from its last
+checkpoint, then reported; a user error (exit 2) is not retried.
+
+`<results_dir>/<name>/sweep.json` (rewritten atomically) records the grid and every run's status
+(pending, running, done, failed, interrupted), attempts, exit code, error and log file under
+`logs/`. A run's error is why its last attempt ended: the signal that killed it ('killed by
+SIGKILL'), else the executor's own failure, else the last line of its log.
+"""
+import collections
+import json
+import os
+import pathlib
+import signal
+import sys
+import time
+
+from harness import config
+from harness import executors as executors_lib
+from harness import rundir
+from harness.cli import USER_ERROR
+from harness.sweep_plan import Sweep
+
+MANIFEST = "sweep.json"
+PENDING = "pending"  # the other statuses of a manifest entry are run.json's (harness.rundir)
+
+
+class Manifest:
+    """`<sweep dir>/sweep.json`: the grid and each run's state; every save is atomic."""
+
+    def __init__(self, sweep: Sweep, runs: list[dict], executor: str):
+        self.path = sweep.directory / MANIFEST
+        self.sweep_dir = sweep.directory
+        old = self._load_previous()
+        for run in runs:  # keep the history of earlier invocations
+            run["attempts"] = old.get(run["id"], {}).get("attempts", 0)
+            run["status"] = rundir.DONE if self.run_status(run) == rundir.DONE else PENDING
+        self.data = {"name": sweep.name, "grid": sweep.describe(), "executor": executor,
+                     "started_at": rundir.now_iso(), "runs": runs}
+        self.runs = {run["id"]: run for run in runs}
+
+    def _load_previous(self):
+        try:
+            return {r["id"]: r for r in json.loads(self.path.read_text())["runs"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def run_dir(self, run) -> pathlib.Path:
+        return self.sweep_dir / run["run_dir"]
+
+    def run_status(self, run):
+        """The status the run's own run.json records, None without a readable one."""
+        return rundir.RunDirectory(self.run_dir(run)).status()
+
+    def counts(self):
+        return collections.Counter(run["status"] for run in self.runs.values())
+
+    def save(self):
+        self.data["updated_at"] = rundir.now_iso()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor, parallelism: int,
+              grace_s=10.0, log=print) -> int:
+    """Run every pending cell; returns the exit status (0 all done, 1 failures, 130 interrupted)."""
+    queue = collections.deque(key for key, run in manifest.runs.items() if run["status"] == PENDING)
+    tries, started, durations = collections.Counter(), {}, []
+    progress = Progress(sweep.name, manifest, parallelism, log)
+    manifest.save()
+    changed = True
+    try:
+        while queue or executor.running():
+            while queue and executor.capacity() > 0:
+                key = queue.popleft()
+                run = manifest.runs[key]
+                tries[key] += 1
+                run.update(status=rundir.RUNNING, attempts=run["attempts"] + 1, exit_code=None)
+                executor.submit(_job(sweep, manifest, run))
+                started[key] = time.monotonic()
+                manifest.save()
+            progress.show(force=changed)  # after refilling, so 'running' counts the new runs
+            changed = False
+            for finished in executor.wait(timeout_s=1.0):
+                run = manifest.runs[finished.key]
+                durations.append(time.monotonic() - started.pop(finished.key))
+                if _settle(manifest, run, finished) == "retry" and tries[finished.key] <= sweep.retries:
+                    log(f"[{sweep.name}] retrying {run['id']} ({run['error']})")
+                    run["status"] = PENDING
+                    queue.append(finished.key)
+                elif run["status"] == rundir.FAILED:
+                    log(f"[{sweep.name}] FAILED {run['id']}: {run['error']} (log: {run['log']})")
+                manifest.save()
+                progress.durations = durations
+                changed = True
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        try:
+            stopped = [key for key, run in manifest.runs.items() if run["status"] == rundir.RUNNING]
+            log(f"[{sweep.name}] interrupted: stopping {len(stopped)} run(s)...")
+            executor.shutdown(grace_s)
+            for key in stopped:
+                manifest.runs[key].update(status=rundir.INTERRUPTED, error="interrupted by the sweep")
+            manifest.save()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        log(f"[{sweep.name}] interrupted; run the same command again to resume")
+        return 130
+    executor.shutdown(grace_s)
+    progress.show(force=True)
+    counts = manifest.counts()
+    log(f"[{sweep.name}] finished: {counts[rundir.DONE]} done, {counts[rundir.FAILED]} failed; "
+        f"manifest {manifest.path}")
+    return 1 if counts[rundir.FAILED] else 0
+
+
+def _settle(manifest, run, finished):
+    """Record a finished attempt: 'done', 'failed' (final) or 'retry'."""
+    run["exit_code"] = finished.exit_code
+    status = manifest.run_status(run)
+    if finished.exit_code == 0 and status == rundir.DONE:
+        run.update(status=rundir.DONE, error=None)
+        return "done"
+    run["status"] = rundir.FAILED
+    run["error"] = failure_reason(finished, status, manifest.sweep_dir / run["log"])
+    return "failed" if finished.exit_code == USER_ERROR else "retry"
+
+
+def failure_reason(finished, run_status, log_path) -> str:
+    """One line: why an attempt did not end with a done run."""
+    if finished.error:
+        return finished.error
+    killed = executors_lib.signal_reason(finished.exit_code)
+    if killed:  # the log's last line is whatever the run printed before the signal, not the cause
+        return killed
+    if finished.exit_code == 0:
+        return f"exit status 0 but {rundir.RUN_FILE} status is {run_status!r}"
+    return _last_line(log_path) or f"exit status {finished.exit_code}"
+
+
+def _job(sweep, manifest, run):
+    run_dir = manifest.run_dir(run).resolve()
+    command = [sys.executable, "-m", "harness.run", "--no-progress", "--out", str(run_dir)]
+    command += [arg for path in run["gin_files"] for arg in ("--gin", str(_resolve(path)))]
+    command += [arg for binding in run["bindings"] for arg in ("--bind", binding)]
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        command.append("--resume")
+    threads = str(max(1, int(sweep.num_cpus)))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # MUJOCO_GL: envs sets its default
+    return executors_lib.Job(run["id"], tuple(command), str((manifest.sweep_dir / run["log"]).resolve()),
+                             env, str(config.REPO_ROOT))
+
+
+class Progress:
+    """Lines like `[tiny] 3/8 done, 2 running, 0 failed, 3 pending | 1m05s elapsed, ETA 2m10s`."""
+
+    def __init__(self, name, manifest, parallelism, log, every_s=30.0):
+        self.name, self.manifest, self.parallelism, self.log = name, manifest, max(1, parallelism), log
+        self.every_s, self.start, self.last, self.durations = every_s, time.monotonic(), 0.0, []
+
+    def show(self, force=False):
+        now = time.monotonic()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        c = self.manifest.counts()
+        eta = "?"
+        if self.durations:
+            remaining = c[PENDING] + c[rundir.INTERRUPTED] + 0.5 * c[rundir.RUNNING]
+            eta = _duration(sum(self.durations) / len(self.durations) * remaining / self.parallelism)
+        self.log(f"[{self.name}] {c[rundir.DONE]}/{len(self.manifest.runs)} done, {c[rundir.RUNNING]} running, "
+                 f"{c[rundir.FAILED]} failed, {c[PENDING]} pending | {_duration(now - self.start)} elapsed, "
+                 f"ETA {eta}")
+
+
+def lock_sweep_dir(directory):
+    """An exclusive lock on `<directory>/.lock` (an open file; closing it releases), or None if
+    another process holds it: two sweeps over one directory would run the same runs twice."""
+    import fcntl
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _resolve(path):
+    path = pathlib.Path(path)
+    return path.resolve() if path.exists() else path  # harness.run also searches the repository root
+
+
+def _last_line(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return None
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else None
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
