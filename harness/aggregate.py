@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 
 from harness import records as records_lib
-from harness.config import CliParser
+from harness.cli import CliParser
 
 SCORE_SCALE = 1000.0  # DMC returns lie in [0, 1000]
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")

@@ -11,7 +11,6 @@ import pathlib
 
 import gin
 
-from harness.cli import CliParser  # noqa: F401  (harness.run and harness.aggregate still import it from here)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import traceback
 
 from harness import config
 from harness import rundir
-from harness.config import CliParser
+from harness.cli import CliParser
 from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
 

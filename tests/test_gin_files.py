@@ -100,13 +100,8 @@ def test_switching_the_model_is_one_binding():
 
 
 # quick.gin binds SAC.* but relies on the experiment file before it for `import agents.sac`.
-_NEEDS_AN_EXPERIMENT_FIRST = {"gin/quick.gin": "binds SAC without importing agents.sac"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(strict=True, reason=_NEEDS_AN_EXPERIMENT_FIRST[path]))
-    if path in _NEEDS_AN_EXPERIMENT_FIRST else path for path in ALL_FILES])
+@pytest.mark.parametrize("path", ALL_FILES)
 def test_gin_file_imports_what_it_binds(path):
     """In a fresh interpreter, with only the harness's own configurables registered: the harness keeps
     no list of model modules, so a file that binds a configurable must import its module."""
