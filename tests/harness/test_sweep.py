@@ -383,3 +383,9 @@ def test_noise_grid_sweep_runs_one_directory_per_noise_level(tmp_path):
         assert f"make_env.obs_noise_std = {noise}" in (run_dir / "config.gin").read_text()
         info = json.loads((run_dir / "run.json").read_text())
         assert info["status"] == "done" and info["variant"] == f"obs_noise_std={noise}"
+        assert info["obs_noise_std"] == noise
+    from harness import report
+    assert report.main([str(tmp_path / "noise_tiny"), "--reps", "20"]) == 0
+    leaderboard = (tmp_path / "noise_tiny" / "report" / "leaderboard.md").read_text()
+    rows = [line.split(" | ")[0][2:] for line in leaderboard.splitlines() if line.startswith("| sac+")]
+    assert sorted(set(rows)) == ["sac+obs_noise_std=0.0", "sac+obs_noise_std=0.3"]  # one row per noise level
