@@ -336,3 +336,46 @@ def test_cuda_loss_and_observe_match_cpu():
         beliefs, _ = gpu.observe(cuda_batch["obs"], cuda_batch["prev_action"], cuda_batch["is_first"])
     torch.testing.assert_close(beliefs["mean"][:, -1], state["mean"], rtol=1e-4, atol=1e-4)
     assert gpu.mamba._uses_kernel(cuda_batch["obs"], None) == mamba_ssm_available()
+
+
+# ------------------------------------------------------------------------------------------------
+# Backbone variants: the residual block (default), the bare block, and no Mamba (the ablation).
+
+@pytest.mark.parametrize("variant", [dict(), dict(backbone_residual=False), dict(use_mamba=False)])
+def test_every_backbone_variant_observes_like_successive_steps_and_continues_from_a_state(variant):
+    model = make_model(**variant).double().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        beliefs, last = model.observe(batch["obs"], batch["prev_action"], batch["is_first"])
+        state = model.initial_state(3)
+        for t in range(13):
+            state = model.step(batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t], state)
+        head, head_last = model.observe(batch["obs"][:, :6], batch["prev_action"][:, :6], batch["is_first"][:, :6])
+        tail, _ = model.observe(batch["obs"][:, 6:], batch["prev_action"][:, 6:], batch["is_first"][:, 6:], head_last)
+    for key in ("mean", "var", "m"):
+        torch.testing.assert_close(state[key], last[key], rtol=0, atol=1e-10)
+        torch.testing.assert_close(torch.cat([head[key], tail[key]], 1), beliefs[key], rtol=0, atol=1e-10)
+
+
+def test_backbone_variants_are_what_they_say():
+    """Residual: m_t = Linear(x_t + Mamba(LayerNorm(x))); bare: Linear(Mamba(x)); none: Linear(x_t)."""
+    batch = make_batch()
+    residual, bare, none = (make_model(**v).double().eval() for v in
+                            (dict(), dict(backbone_residual=False), dict(use_mamba=False)))
+    assert none.mamba is None and not any(name.startswith("mamba.") for name, _ in none.named_parameters())
+    assert "mamba_ssm" not in none.initial_state(2)
+    with torch.no_grad():
+        w, _ = residual.latent_observation(batch["obs"])
+        restart = batch["is_first"].clone()
+        restart[:, 0] = True
+        a_prev = batch["prev_action"].masked_fill(restart.unsqueeze(-1), 0.0)
+        x = residual.backbone_input(w, a_prev)
+        expected = residual.backbone_output(x + residual.mamba(residual.backbone_norm(x), restart))
+        torch.testing.assert_close(residual.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   expected, rtol=0, atol=1e-12)
+        x = bare.backbone_input(w, a_prev)  # same seed, same weights: only the wiring differs
+        torch.testing.assert_close(bare.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   bare.backbone_output(bare.mamba(x, restart)), rtol=0, atol=1e-12)
+        x = none.backbone_input(w, a_prev)
+        torch.testing.assert_close(none.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   none.backbone_output(x), rtol=0, atol=1e-12)
