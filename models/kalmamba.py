@@ -44,12 +44,11 @@ import torch
 from torch import nn
 
 from models.kalman import FilterResult, kalman_filter, kalman_predict, kalman_step
-from models.kalman_world_model import Inference, KalmanWorldModel
+from models.kalman_world_model import Inference, KalmanWorldModel, keyword_parameters
 from models.mamba import Mamba, MambaState
 from models.world_model import Belief
 
 
-@gin.configurable
 class KalMamba(KalmanWorldModel):
     """KalMamba world model (module docstring). Sizes the public material does not give are taken
     from VRKN (Becker and Neumann 2022), the closest relative by the same authors; every argument
@@ -192,3 +191,6 @@ class KalMamba(KalmanWorldModel):
                        "model/mahalanobis": per_dim.sum(),
                        "model/mahalanobis_dim_median": per_dim.median(),
                        "model/mahalanobis_dim_max": per_dim.max()}
+
+
+KalMamba = gin.configurable(KalMamba, allowlist=keyword_parameters(KalMamba))

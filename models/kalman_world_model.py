@@ -30,6 +30,7 @@ zero network output is  low + (high - low) sigmoid(raw + logit((init - low) / (h
 variance with a floor is  softplus(raw + softplus^-1(init - floor)) + floor.
 """
 import abc
+import inspect
 import math
 from typing import NamedTuple
 
@@ -106,6 +107,19 @@ class Inference(NamedTuple):
     b: torch.Tensor
     Q: torch.Tensor
     restart: torch.Tensor
+
+
+def keyword_parameters(cls) -> list[str]:
+    """The keyword arguments `cls` accepts along its class hierarchy. A subclass passes the base's
+    on with `**kwargs`, which hides them from gin; `gin.configurable(cls, allowlist=...)` with this
+    list keeps a misspelt binding a parse-time error."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and issubclass(klass, KalmanWorldModel):
+            for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                    names.add(name)
+    return sorted(names)
 
 
 class KalmanWorldModel(WorldModel, abc.ABC):

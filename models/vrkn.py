@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from models.kalman import FilterResult, kalman_step
-from models.kalman_world_model import Inference, KalmanWorldModel, TransitionActivation
+from models.kalman_world_model import Inference, KalmanWorldModel, TransitionActivation, keyword_parameters
 from models.world_model import Belief
 
 
@@ -46,7 +46,6 @@ class GRUTransition(nn.Module):
         return self.activation(self.post(hidden))
 
 
-@gin.configurable
 class VRKN(KalmanWorldModel):
     """VRKN world model (module docstring). Every argument of `KalmanWorldModel` is accepted as a
     keyword; its defaults (latent 230, hidden 300, dropout 0.1, A in [0.1, 0.99] init 0.9, Q in
@@ -91,3 +90,6 @@ class VRKN(KalmanWorldModel):
         A, b, Q = (torch.stack(column[1:] + column[-1:], dim=1) for column in zip(*transitions))
         beliefs = {"mean": filtered.filtered_mean, "var": filtered.filtered_var}
         return Inference(beliefs, state, filtered, A, b, Q, restart)
+
+
+VRKN = gin.configurable(VRKN, allowlist=keyword_parameters(VRKN))

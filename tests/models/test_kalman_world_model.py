@@ -103,3 +103,17 @@ def test_grad_clipped_metric_is_a_tensor_that_says_whether_the_clip_fired():
         metrics, _ = agent.update_world_model(data)
         assert torch.is_tensor(metrics["model/grad_clipped"]) and metrics["model/grad_clipped"].shape == ()
         assert metrics["model/grad_clipped"].item() == fired
+
+
+@pytest.mark.parametrize("cls", KALMAN_MODELS)
+def test_gin_knows_every_inherited_keyword_and_refuses_a_misspelt_one(cls):
+    import gin
+    name = cls.__name__
+    try:
+        gin.parse_config(f"{name}.latent_dim = 7\n{name}.start_kl_weight = 0.5")
+        model = cls((4,), 2, encoder_fn=SMALL["encoder_fn"], decoder_fn=SMALL["decoder_fn"], hidden_dim=9)
+        assert (model.latent_dim, model.start_kl_weight) == (7, 0.5)
+        with pytest.raises(ValueError, match="allowlist"):
+            gin.parse_config(f"{name}.latent_dims = 7")
+    finally:
+        gin.clear_config()
