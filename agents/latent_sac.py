@@ -6,6 +6,13 @@ One update on a replay batch (B, T):
      features f_t = features(belief_t), detached from the model; a transition is valid unless
      obs_{t+1} starts a new episode, and its discount is 0 when obs_{t+1} is terminal.
 
+Observations reach the world model standardised by `agents.obs_normaliser.ObsNormaliser` (fitted
+once, on the prefill episodes, by `fit_obs_normaliser`; identity for images), in `update` and in
+`act` alike. The model optimiser is Adam with the world model's own `learning_rate` and
+`grad_clip` (the settings its authors trained it with) unless `model_lr` / `model_grad_clip` are
+given. The metric `model/grad_clipped` is 1 on updates whose gradient norm exceeded the clip, so
+its average over a log interval is the fraction of clipped updates.
+
 SAC trains on the beliefs of the model's own training pass (train mode: MC dropout active, RSSM's
 deterministic path driven by sampled latents), while acting runs the model in eval mode. This costs
 no second pass over the sequence, and treats every model alike; recomputing the features in eval
@@ -15,6 +22,7 @@ import gin
 import numpy as np
 import torch
 
+from agents.obs_normaliser import ObsNormaliser
 from agents.sac import SAC
 
 
@@ -22,19 +30,31 @@ from agents.sac import SAC
 class LatentSAC:
     """Acts with `world_model.step` + SAC actor; trains both from replay sequences."""
 
-    def __init__(self, world_model, action_dim, sac=SAC, model_lr=3e-4, model_grad_clip=100.0,
-                 model_eps=1e-8):
+    def __init__(self, world_model, action_dim, sac=SAC, obs_normaliser=ObsNormaliser, model_lr=None,
+                 model_grad_clip=None, model_eps=1e-8):
         self.world_model = world_model
         self.sac = sac(feature_dim=world_model.feature_dim, action_dim=action_dim)
+        self.obs_normaliser = obs_normaliser(world_model.obs_shape)
+        self.model_lr = world_model.learning_rate if model_lr is None else float(model_lr)
+        self.model_grad_clip = world_model.grad_clip if model_grad_clip is None else float(model_grad_clip)
         params = [p for p in world_model.parameters() if p.requires_grad]
-        self.model_opt = torch.optim.Adam(params, lr=model_lr, eps=model_eps) if params else None
-        self.model_grad_clip = model_grad_clip
+        self.model_opt = torch.optim.Adam(params, lr=self.model_lr, eps=model_eps) if params else None
         self.action_dim = action_dim
 
     def to(self, device):
         self.world_model.to(device)
         self.sac.to(device)
+        self.obs_normaliser.to(device)
         return self
+
+    # -- observation statistics --------------------------------------------------------------
+    @property
+    def obs_normaliser_fitted(self) -> bool:
+        return self.obs_normaliser.is_fitted
+
+    def fit_obs_normaliser(self, obs):
+        """obs (N, *obs_shape) numpy: the prefill observations; fixes the statistics for the run."""
+        self.obs_normaliser.fit(obs)
 
     @property
     def device(self):
@@ -49,10 +69,10 @@ class LatentSAC:
         """One env step for a batch of envs: obs (B, *obs_shape) numpy -> (action (B, A) numpy, state)."""
         self.world_model.eval()
         device = self.device
-        obs = torch.as_tensor(np.asarray(obs), device=device)
+        obs = self.obs_normaliser(torch.as_tensor(np.asarray(obs), device=device))
         prev_action = torch.as_tensor(np.asarray(prev_action), dtype=torch.float32, device=device)
         is_first = torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=device)
-        state = self.world_model.step(state, obs, prev_action, is_first)
+        state = self.world_model.step(obs, prev_action, is_first, state)
         action = self.sac.act(self.world_model.features(state), deterministic)
         return action.cpu().numpy(), state
 
@@ -60,6 +80,7 @@ class LatentSAC:
     def update(self, batch):
         """batch: dict of numpy arrays (B, T, ...) from the replay. Returns a dict of scalar tensors."""
         batch = {key: torch.as_tensor(value, device=self.device) for key, value in batch.items()}
+        batch["obs"] = self.obs_normaliser(batch["obs"])
         metrics, beliefs = self.update_world_model(batch)
         features = self.world_model.features({k: v.detach() for k, v in beliefs.items()})
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, T-1, ...) -> (N, ...)
@@ -73,7 +94,8 @@ class LatentSAC:
         return metrics
 
     def update_world_model(self, batch):
-        """Step 1 alone on a batch of tensors already on the device: (metrics, filtered beliefs)."""
+        """Step 1 alone on a batch of tensors already on the device (observations already
+        normalised): (metrics, filtered beliefs)."""
         self.world_model.train()
         loss, metrics, beliefs = self.world_model.loss(batch)
         if self.model_opt is not None:
@@ -82,6 +104,7 @@ class LatentSAC:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), self.model_grad_clip)
             self.model_opt.step()
             metrics["model/grad_norm"] = grad_norm.detach()
+            metrics["model/grad_clipped"] = (grad_norm.detach() > self.model_grad_clip).float()
         metrics["model/loss"] = loss.detach()
         return metrics, beliefs
 
@@ -89,6 +112,7 @@ class LatentSAC:
     def state_dict(self):
         return {
             "world_model": self.world_model.state_dict(),
+            "obs_normaliser": self.obs_normaliser.state_dict(),
             "sac": self.sac.state_dict(),
             "model_opt": self.model_opt.state_dict() if self.model_opt else None,
             "actor_opt": self.sac.actor_opt.state_dict(),
@@ -98,6 +122,7 @@ class LatentSAC:
 
     def load_state_dict(self, state):
         self.world_model.load_state_dict(state["world_model"])
+        self.obs_normaliser.load_state_dict(state["obs_normaliser"])
         self.sac.load_state_dict(state["sac"])
         if self.model_opt is not None:
             self.model_opt.load_state_dict(state["model_opt"])

@@ -8,8 +8,10 @@ Each slot holds one agent step with the conventions of `models/world_model.py`:
     is_first[i]     obs[i] is the first observation of an episode
     is_terminal[i]  obs[i] is terminal
 
-There is no separate next-observation copy: the successor of slot i is slot i + 1, and a sequence
-that runs into the next episode simply carries `is_first = True` where that episode starts.
+There is no separate next-observation copy: the successor of slot i is slot i + 1. By default a
+sampled window lies inside one episode, as in CoRAL's replay buffer (no `is_first` after its first
+step); with `windows_within_episode = False` a window may run into the next episode and simply
+carries `is_first = True` where that episode starts.
 A million environment steps of 64x64 images at action repeat 2 is 500k slots, about 6 GiB.
 
 Checkpoints are incremental: `save(directory)` writes only the steps added since the previous save,
@@ -19,17 +21,23 @@ import os
 import pathlib
 import re
 
+import gin
 import numpy as np
 
 FIELDS = ("obs", "prev_action", "reward", "is_first", "is_terminal")
 _CHUNK = re.compile(r"chunk_(\d+)_(\d+)\.npz$")
 
 
+@gin.configurable
 class ReplayBuffer:
     """Ring buffer of `capacity` agent steps; `sample` returns (B, T, ...) numpy arrays."""
 
-    def __init__(self, capacity, obs_shape, obs_dtype, action_dim):
+    # Rejection rounds before `sample` falls back to listing every valid start (exact, O(size)).
+    _REJECTION_ROUNDS = 20
+
+    def __init__(self, capacity, obs_shape, obs_dtype, action_dim, windows_within_episode=True):
         self.capacity = int(capacity)
+        self.windows_within_episode = bool(windows_within_episode)
         self.data = {
             "obs": np.zeros((self.capacity, *obs_shape), dtype=obs_dtype),
             "prev_action": np.zeros((self.capacity, action_dim), dtype=np.float32),
@@ -56,15 +64,46 @@ class ReplayBuffer:
         """`batch_size` windows of `length` consecutive stored steps, uniformly over valid starts.
 
         A window never wraps across the write position, so it is always a contiguous piece of the
-        collected stream (it may span episodes; `is_first` marks where one begins).
+        collected stream. With `windows_within_episode` it also lies inside one episode: starts are
+        drawn uniformly and redrawn where an episode begins after the window's first step, which
+        is uniform over the valid starts; after a few rounds the remaining ones are drawn from the
+        explicit list of valid starts, and a clear error says when there is none (every episode
+        stored is shorter than `length`).
         """
         size = len(self)
         if size < length:
             raise ValueError(f"replay holds {size} steps, fewer than the sequence length {length}")
         oldest = self.total_added - size
         starts = oldest + rng.integers(0, size - length + 1, size=batch_size)
+        if self.windows_within_episode and length > 1:
+            for _ in range(self._REJECTION_ROUNDS):
+                bad = self._crosses_episode(starts, length)
+                if not bad.any():
+                    break
+                starts[bad] = oldest + rng.integers(0, size - length + 1, size=int(bad.sum()))
+            bad = self._crosses_episode(starts, length)
+            if bad.any():
+                starts[bad] = rng.choice(self._valid_starts(length), size=int(bad.sum()))
         index = (starts[:, None] + np.arange(length)[None, :]) % self.capacity
         return {key: value[index] for key, value in self.data.items()}
+
+    def _crosses_episode(self, starts, length):
+        """(B,) bool: an episode starts after the first step of the window at `starts`."""
+        index = (starts[:, None] + np.arange(1, length)[None, :]) % self.capacity
+        return self.data["is_first"][index].any(axis=1)
+
+    def _valid_starts(self, length):
+        """Every start (in the global numbering of added steps) of a window inside one episode."""
+        size = len(self)
+        oldest = self.total_added - size
+        is_first = self.data["is_first"][np.arange(oldest, self.total_added) % self.capacity]
+        count = np.concatenate([[0], np.cumsum(is_first)])  # count[i] = episode starts before stored step i
+        starts = np.arange(size - length + 1)
+        valid = count[starts + length] - count[starts + 1] == 0
+        if not valid.any():
+            raise ValueError(f"no stored episode holds a window of {length} steps; sample across episodes "
+                             "with ReplayBuffer.windows_within_episode = False")
+        return oldest + starts[valid]
 
     # -- checkpointing -----------------------------------------------------------------------
     def save(self, directory):

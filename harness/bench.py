@@ -5,7 +5,7 @@ Each benchmark lives in `harness/benchmarks/<name>.py` and exposes `main(argv)`.
 import importlib
 import sys
 
-BENCHMARKS = ("env", "kalman", "models")
+BENCHMARKS = ("env", "kalman", "models", "model-fit")
 
 
 def main(argv=None):
@@ -13,7 +13,7 @@ def main(argv=None):
     if not argv or argv[0] not in BENCHMARKS:
         print(f"usage: python -m harness.bench {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"harness.benchmarks.{argv[0]}")
+    module = importlib.import_module(f"harness.benchmarks.{argv[0].replace('-', '_')}")
     return module.main(argv[1:]) or 0
 
 

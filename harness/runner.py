@@ -122,6 +122,9 @@ class Runner:
     def _run_one_episode(self):
         c = self.counters
         random_policy = c["env_step"] < self.schedule.prefill_env_steps
+        if not random_policy and not self.agent.obs_normaliser_fitted:
+            # once, when prefill ends: statistics of the random episodes (a resumed run has them from its checkpoint)
+            self.agent.fit_obs_normaliser(self.replay.data["obs"][:len(self.replay)])
         obs, _ = self.env.reset(seed=self.experiment.seed * 100_003 + c["episodes"])
         self.replay.add(obs, None, 0.0, is_first=True)
         state = self.agent.initial_state(1)

@@ -18,6 +18,7 @@ class Identity(WorldModel):
         super().__init__()
         if len(obs_shape) != 1:
             raise ValueError(f"Identity needs vector observations, got shape {tuple(obs_shape)}")
+        self.obs_shape, self.action_dim = tuple(int(s) for s in obs_shape), int(action_dim)
         self.feature_dim = int(obs_shape[0])
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries the device
 
@@ -28,7 +29,7 @@ class Identity(WorldModel):
         obs = obs.float()
         return {"obs": obs}, {"obs": obs[:, -1]}
 
-    def step(self, state, obs, prev_action, is_first):
+    def step(self, obs, prev_action, is_first, state):
         return {"obs": obs.float()}
 
     def features(self, belief):

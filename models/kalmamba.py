@@ -4,8 +4,8 @@ linear-Gaussian latent chain, filtered and smoothed in parallel over time.
 With w_t, R_t the latent observation of `models.kalman_world_model` and a_{t-1} = prev_action[:, t]
 (zero where the belief restarts), per time step t:
 
-    x_t = input_net(concat(sg(w_t), a_{t-1}))              Linear-ReLU-dropout, width H
-    h_t = Mamba(x_{<=t})                                    resets where the belief restarts
+    x_t = input_net(concat(w_t, a_{t-1}))                 Linear-ReLU-dropout, width H
+    h_t = x_t + Mamba(LayerNorm(x_{<=t}))                  resets where the belief restarts
     m_t = Linear(h_t)  (or h_t itself when H = Z)          the backbone's summary, size Z
     (A_t, b_t, Q_t) = transition_net(concat(m_t, a_t))     Linear-ReLU-dropout-Linear(3 Z)
 
@@ -14,17 +14,21 @@ and Q_t in [0.001, 0.1] (bounded sigmoids, see the base module); the last step's
 unused. Because the transition depends on observations only through the backbone, never through
 the filtered belief, all of (A, b, Q) exist before filtering starts: the Kalman filter and the RTS
 smoother both run as associative scans (`models.kalman`), and the Mamba scan is parallel too.
+`backbone_residual = False` gives the bare block h_t = Mamba(x_{<=t}); `use_mamba = False` the
+"without Mamba" ablation h_t = x_t.
 
 Loss: the tight ELBO of the base class plus the Mahalanobis regulariser pulling m_t towards the
-filtered belief,  weight * mean_{b,t} sum_z (m_t - sg(mu+_t))^2 / sg(P+_t),  where sg is
-stop-gradient: the regulariser trains the backbone to summarise the belief and never moves the
-filter towards the backbone.
+filtered belief, with d_{t,z} = (m_{t,z} - sg(mu+_{t,z}))^2 / sg(P+_{t,z}),
 
-The backbone reads the latent observations as data, sg(w_t) (`detach_backbone_input`, a choice the
-paper does not state): otherwise the regulariser's gradient reaches the shared encoder through m_t,
-and the encoder moves the very target mu+_t that m_t chases. Measured on cartpole_swingup noisy
-states (quick sizes, 600 updates of 16 x 32, model alone): ELBO per step -13.4 and regulariser
-~4000 with the gradient path, -8.1 and ~55 without it; with the regulariser off both reach about -8.
+    regulariser = weight * mean_{b,t} mean_z d_{t,z}     (regulariser_reduction = 'mean')
+    regulariser = weight * mean_{b,t} sum_z  d_{t,z}     (regulariser_reduction = 'sum', Z times larger)
+
+where sg is stop-gradient: the regulariser trains the backbone to summarise the belief and never
+moves the filter towards the backbone (letting its gradient reach mu+ and P+ collapses the latent).
+The paper writes the sum; with Z = 230 and weight 1 the sum's gradient on the backbone is 50-300
+times the ELBO's and decides the gradient clip, while the mean keeps both terms comparable
+(REFERENCE.md, docs/results.md). The backbone reads w_t itself (`detach_backbone_input = False`,
+the paper's figure 2), so with the mean reduction the regulariser also shapes the encoder a little.
 
 Acting (`step`) is one Kalman predict + update (the transition into t from m_{t-1} and a_{t-1}) and
 one recurrent Mamba step; the state holds the filtered mean / var at t - 1, m_{t-1} and the Mamba
@@ -40,61 +44,53 @@ import torch
 from torch import nn
 
 from models.kalman import FilterResult, kalman_filter, kalman_predict, kalman_step
-from models.kalman_world_model import Inference, KalmanWorldModel, TransitionActivation
+from models.kalman_world_model import Inference, KalmanWorldModel, keyword_parameters
 from models.mamba import Mamba, MambaState
 from models.world_model import Belief
 
 
-@gin.configurable
 class KalMamba(KalmanWorldModel):
     """KalMamba world model (module docstring). Sizes the public material does not give are taken
-    from VRKN (Becker and Neumann 2022), the closest relative by the same authors:
+    from VRKN (Becker and Neumann 2022), the closest relative by the same authors; every argument
+    of `KalmanWorldModel` is accepted as a keyword (latent_dim 230, hidden_dim 300, dropout 0.1, ...).
 
-    Args:
-        obs_shape: (D,) state vectors or (C, 64, 64) uint8 images.
-        action_dim: A.
-        encoder_fn, decoder_fn: factories from `models.networks`; None picks the default for obs_shape.
-        latent_dim: Z = 230 (VRKN's latent size; KalMamba's is not published).
-        hidden_dim: H = 300, width of both small nets and of the Mamba block (VRKN's hidden size).
-        dropout: 0.1, MC dropout of both small nets (VRKN's rate; KalMamba's is not published).
+    Args (KalMamba's own; defaults are the paper's where it states them):
+        transition_scale_bounds: A in [0.4, 0.99] (KalMamba, secondary source).
         d_state, d_conv, expand: Mamba's state size 16, conv width 4, expansion 2 (the Mamba defaults).
-        transition_scale_bounds, transition_scale_init: A in [0.4, 0.99] (KalMamba, secondary
-            source), 0.9 at a zero network output (VRKN's init).
-        transition_var_bounds, transition_var_init: Q in [0.001, 0.1], 0.01 at init (VRKN).
-        obs_var_init, obs_var_min: R = softplus(.) with 1.0 at init and floor 0.01 (VRKN).
-        initial_var_init, initial_var_min: learned var0, 1.0 at init, floor 0.001 (VRKN).
-        free_nats: 3.0 (VRKN), clipping the KL per time step.
-        reward_scale: 10.0, weight of the reward log-likelihood (VRKN's reward decoder scale).
-        regulariser_weight: 1.0, weight of the Mahalanobis regulariser (KalMamba).
-        detach_backbone_input: True, the backbone reads sg(w_t) (module docstring).
+        use_mamba: True; False is the paper's "without Mamba" ablation: h_t = x_t, per step.
+        backbone_residual: h_t = x_t + Mamba(LayerNorm(x_t)) instead of the bare Mamba(x_t)
+            (module docstring).
+        regulariser_weight: 1.0, weight of the Mahalanobis regulariser (KalMamba); 0 is the paper's
+            "without regulariser" ablation.
+        regulariser_reduction: 'mean' over the Z latent dimensions (default) or 'sum' (the plain
+            Mahalanobis distance), see the module docstring.
+        detach_backbone_input: False, the backbone reads w_t itself (the paper's figure 2: the
+            backbone shares the encoder's output); True reads sg(w_t).
         use_kernel: let the Mamba block use mamba_ssm's CUDA kernel when available.
     """
 
     name = "kalmamba"
+    REDUCTIONS = ("mean", "sum")
 
-    def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
-                 hidden_dim: int = 300, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 transition_scale_bounds=(0.4, 0.99), transition_scale_init: float = 0.9,
-                 transition_var_bounds=(0.001, 0.1), transition_var_init: float = 0.01,
-                 obs_var_init: float = 1.0, obs_var_min: float = 0.01, initial_var_init: float = 1.0,
-                 initial_var_min: float = 0.001, free_nats: float = 3.0, reward_scale: float = 10.0,
-                 regulariser_weight: float = 1.0, detach_backbone_input: bool = True, use_kernel: bool = True):
-        super().__init__(obs_shape, action_dim, encoder_fn, decoder_fn, latent_dim, obs_var_init, obs_var_min,
-                         initial_var_init, initial_var_min, free_nats, reward_scale)
-        if int(hidden_dim) < 1:
-            raise ValueError(f"KalMamba needs hidden_dim >= 1, got {hidden_dim}")
-        if not 0.0 <= dropout < 1.0 or regulariser_weight < 0.0:
-            raise ValueError(f"KalMamba needs dropout in [0, 1) and regulariser_weight >= 0, got {dropout} "
-                             f"and {regulariser_weight}")
-        Z, A, H = self.latent_dim, self.action_dim, int(hidden_dim)
+    def __init__(self, obs_shape, action_dim: int, *, transition_scale_bounds=(0.4, 0.99), d_state: int = 16,
+                 d_conv: int = 4, expand: int = 2, use_mamba: bool = True, backbone_residual: bool = True,
+                 regulariser_weight: float = 1.0, regulariser_reduction: str = "mean",
+                 detach_backbone_input: bool = False, use_kernel: bool = True, **kwargs):
+        super().__init__(obs_shape, action_dim, transition_scale_bounds=transition_scale_bounds, **kwargs)
+        if regulariser_weight < 0.0 or regulariser_reduction not in self.REDUCTIONS:
+            raise ValueError(f"KalMamba needs regulariser_weight >= 0 and regulariser_reduction in "
+                             f"{self.REDUCTIONS}, got {regulariser_weight} and {regulariser_reduction!r}")
+        Z, A, H = self.latent_dim, self.action_dim, self.hidden_dim
         self.regulariser_weight = float(regulariser_weight)
+        self.regulariser_reduction = regulariser_reduction
         self.detach_backbone_input = bool(detach_backbone_input)
-        self.input_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(dropout))
-        self.mamba = Mamba(H, d_state=d_state, d_conv=d_conv, expand=expand, use_kernel=use_kernel)
+        self.backbone_residual = bool(backbone_residual) and use_mamba
+        self.input_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(self.dropout))
+        self.mamba = Mamba(H, d_state=d_state, d_conv=d_conv, expand=expand, use_kernel=use_kernel) if use_mamba else None
+        self.backbone_norm = nn.LayerNorm(H) if self.backbone_residual else nn.Identity()
         self.backbone_output = nn.Linear(H, Z) if H != Z else nn.Identity()
-        self.transition_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(dropout), nn.Linear(H, 3 * Z))
-        self.transition_activation = TransitionActivation(transition_scale_bounds, transition_scale_init,
-                                                          transition_var_bounds, transition_var_init)
+        self.transition_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(self.dropout),
+                                            nn.Linear(H, 3 * Z))
 
     def transition(self, m, action):
         """m (..., Z), action (..., A) -> (A, b, Q), each (..., Z): the transition out of the step of m."""
@@ -106,37 +102,43 @@ class KalMamba(KalmanWorldModel):
             w = w.detach()
         return self.input_net(torch.cat([w, a_prev], dim=-1))
 
+    def backbone(self, x, state: MambaState | None, restart):
+        """x (B, T, H), restart (B, T) -> (m (B, T, Z), last Mamba state or None); state None: fresh."""
+        if self.mamba is None:
+            return self.backbone_output(x), None
+        h, state = self.mamba.forward_with_state(self.backbone_norm(x), state, restart)
+        return self.backbone_output(x + h if self.backbone_residual else h), state
+
+    def backbone_step(self, x, state: MambaState | None, restart):
+        """x (B, H), restart (B,) -> (m (B, Z), Mamba state or None): one step of `backbone`."""
+        if self.mamba is None:
+            return self.backbone_output(x), None
+        h, state = self.mamba.step(self.backbone_norm(x), state, restart)
+        return self.backbone_output(x + h if self.backbone_residual else h), state
+
     def initial_state(self, batch_size: int) -> Belief:
         """Initial belief plus m = 0 and a zero Mamba state (all reset by the first step anyway)."""
         state = super().initial_state(batch_size)
-        mamba = self.mamba.initial_state(batch_size)
-        state.update(m=state["mean"].new_zeros(batch_size, self.latent_dim), mamba_conv=mamba.conv,
-                     mamba_ssm=mamba.ssm)
+        state["m"] = state["mean"].new_zeros(batch_size, self.latent_dim)
+        if self.mamba is not None:
+            mamba = self.mamba.initial_state(batch_size)
+            state.update(mamba_conv=mamba.conv, mamba_ssm=mamba.ssm)
         return state
 
-    def step(self, state: Belief, obs, prev_action, is_first) -> Belief:
-        """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...)."""
-        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
-        restart = is_first | state.get("reset", torch.zeros_like(is_first))
-        w, R = (x.squeeze(1) for x in self.latent_observation(obs.unsqueeze(1)))
-        a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
+    def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
         A, b, Q = self.transition(state["m"], a_prev)
         mean0, var0 = self.initial_belief()
         filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, is_first=restart, mean0=mean0, var0=var0)
-        h, mamba = self.mamba.step(self.backbone_input(w, a_prev),
-                                   MambaState(state["mamba_conv"], state["mamba_ssm"]), restart)
-        return {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "m": self.backbone_output(h),
-                "mamba_conv": mamba.conv, "mamba_ssm": mamba.ssm, "reset": torch.zeros_like(restart)}
+        m, mamba = self.backbone_step(self.backbone_input(w, a_prev), self._mamba_state(state), restart)
+        return self._carry(filtered.filtered_mean, filtered.filtered_var, m, mamba, restart)
 
     def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
         restart = self._restarts(is_first, state)
         fresh = state is None or bool(restart[:, 0].all())
         w, R = self.latent_observation(obs)
         a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
-        mamba_state = None if fresh else MambaState(state["mamba_conv"], state["mamba_ssm"])
-        h, mamba_state = self.mamba.forward_with_state(self.backbone_input(w, a_prev),
-                                                       mamba_state, restart)
-        m = self.backbone_output(h)
+        m, mamba_state = self.backbone(self.backbone_input(w, a_prev), None if fresh else self._mamba_state(state),
+                                       restart)
         a_next = torch.cat([a_prev[:, 1:], torch.zeros_like(a_prev[:, :1])], dim=1)
         A, b, Q = self.transition(m, a_next)
         mean0, var0 = self.initial_belief()
@@ -145,10 +147,19 @@ class KalMamba(KalmanWorldModel):
         else:
             filtered = self._filter_from_state(state, a_prev[:, 0], A, b, Q, w, R, restart)
         beliefs = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "m": m}
-        last = {"mean": beliefs["mean"][:, -1], "var": beliefs["var"][:, -1], "m": m[:, -1],
-                "mamba_conv": mamba_state.conv, "mamba_ssm": mamba_state.ssm,
-                "reset": torch.zeros_like(restart[:, 0])}
+        last = self._carry(beliefs["mean"][:, -1], beliefs["var"][:, -1], m[:, -1], mamba_state, restart[:, 0])
         return Inference(beliefs, last, filtered, A, b, Q, restart)
+
+    def _mamba_state(self, state: Belief) -> MambaState | None:
+        return None if self.mamba is None else MambaState(state["mamba_conv"], state["mamba_ssm"])
+
+    @staticmethod
+    def _carry(mean, var, m, mamba: MambaState | None, like_flags) -> Belief:
+        """The belief carried to the next step (B, ...): filter, backbone summary and Mamba state."""
+        carry = {"mean": mean, "var": var, "m": m, "reset": torch.zeros_like(like_flags)}
+        if mamba is not None:
+            carry.update(mamba_conv=mamba.conv, mamba_ssm=mamba.ssm)
+        return carry
 
     def _filter_from_state(self, state, first_action, A, b, Q, w, R, restart) -> FilterResult:
         """Parallel filter whose step 0 is predicted from `state` (module docstring), (B, T, Z) each."""
@@ -166,8 +177,20 @@ class KalMamba(KalmanWorldModel):
         return FilterResult(*(x[:, 1:] for x in filtered))
 
     def _regularisers(self, inference: Inference):
-        """Mahalanobis distance of m_t to the filtered belief, filter side stop-gradient: (B, T) summed over Z."""
+        """The Mahalanobis regulariser of the module docstring, filter side stop-gradient.
+
+        Metrics: the term added to the loss, the distance summed over Z (mean over b, t), and the
+        per-dimension distance (mean over b, t) summarised by its median and maximum over Z."""
         mean = inference.filtered.filtered_mean.detach()
         var = inference.filtered.filtered_var.detach()
-        distance = ((inference.beliefs["m"] - mean).square() / var).sum(-1)
-        return self.regulariser_weight * distance.mean(), {"model/regulariser": distance.mean().detach()}
+        per_element = (inference.beliefs["m"] - mean).square() / var  # (B, T, Z)
+        reduced = per_element.mean(-1) if self.regulariser_reduction == "mean" else per_element.sum(-1)
+        value = self.regulariser_weight * reduced.mean()
+        per_dim = per_element.detach().mean(dim=(0, 1))
+        return value, {"model/regulariser": value.detach(),
+                       "model/mahalanobis": per_dim.sum(),
+                       "model/mahalanobis_dim_median": per_dim.median(),
+                       "model/mahalanobis_dim_max": per_dim.max()}
+
+
+KalMamba = gin.configurable(KalMamba, allowlist=keyword_parameters(KalMamba))

@@ -42,12 +42,16 @@ from models.scan import associative_scan
 
 
 class FilterResult(NamedTuple):
-    """All (B, T, D). predicted_* at t is the prior of z_t before seeing y_t."""
+    """Marginals (B, T, D); predicted_* at t is the prior of z_t before seeing y_t. is_first (B, T)
+    bool marks the steps whose prior was the initial belief (step 0 and every episode start): the
+    smoother reads it from here, so it cannot smooth across a reset the filter restarted at.
+    From `kalman_step` all are one step: (B, D) and is_first (B,)."""
 
     filtered_mean: torch.Tensor
     filtered_var: torch.Tensor
     predicted_mean: torch.Tensor
     predicted_var: torch.Tensor
+    is_first: torch.Tensor
 
 
 class SmootherResult(NamedTuple):
@@ -92,15 +96,17 @@ def kalman_step(mean, var, A, b, Q, y, R, mask=None, is_first=None, mean0=None, 
 
     (mean, var) is the filtered belief of z_{t-1}; (A, b, Q) the transition z_{t-1} -> z_t.
     Where is_first, the prior of z_t is N(mean0, var0) instead; where mask is False, y is missing.
-    Returns a FilterResult of (B, D).
+    Returns a FilterResult of (B, D), is_first (B,).
     """
     if is_first is not None:
         if mean0 is None or var0 is None:
             raise ValueError("kalman_step needs mean0 and var0 when is_first is given")
         A, b, Q = _restart(A, b, Q, is_first.unsqueeze(-1), mean0, var0)
+    else:
+        is_first = torch.zeros(y.shape[:-1], dtype=torch.bool, device=y.device)
     pred_mean, pred_var = kalman_predict(mean, var, A, b, Q)
     filt_mean, filt_var = kalman_update(pred_mean, pred_var, y, R, None if mask is None else mask.unsqueeze(-1))
-    return FilterResult(filt_mean, filt_var, pred_mean, pred_var)
+    return FilterResult(filt_mean, filt_var, pred_mean, pred_var, is_first)
 
 
 def rts_step(filtered_mean, filtered_var, A, b, Q, next_smoothed_mean, next_smoothed_var):
@@ -137,18 +143,18 @@ def kalman_filter(A, b, Q, y, R, mean0, var0, mask=None, is_first=None, parallel
     return run(A, b, Q, y, R, mean0, var0, mask, is_first)
 
 
-def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True, is_first=None) -> SmootherResult:
+def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True) -> SmootherResult:
     """Smoothed marginals of z_t given all of y, and the smoother gains (see the module docstring).
 
-    filtered: the result of `kalman_filter` on the same sequence; A, b, Q: as given to it;
-    is_first: (B, T) bool or None, as given to it (no information flows back across a reset).
+    filtered: the result of `kalman_filter` on the same sequence, whose `is_first` says where
+    episodes start (no information flows back across them); A, b, Q: as given to the filter.
     """
     mean, var = filtered.filtered_mean, filtered.filtered_var
     if mean.dim() != 3 or var.shape != mean.shape:
         raise ValueError(f"kalman_smoother needs filtered mean and var of shape (B, T, D), got "
                          f"{tuple(mean.shape)} and {tuple(var.shape)}")
     A, b, Q = (_expand(name, x, mean.shape) for name, x in (("A", A), ("b", b), ("Q", Q)))
-    is_first = _check_flags("is_first", is_first, mean)
+    is_first = _check_flags("filtered.is_first", filtered.is_first, mean, required=True)
     run = kalman_smoother_parallel if parallel else kalman_smoother_sequential
     return run(mean, var, A, b, Q, is_first)
 
@@ -156,11 +162,11 @@ def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True, is_first=Non
 def kalman_filter_sequential(A, b, Q, y, R, mean0, var0, mask, is_first) -> FilterResult:
     """Reference: one `kalman_step` per time step. Inputs as checked by `kalman_filter`."""
     # unbind once: indexing x[:, t] inside the loop would make the backward O(T^2)
-    A, b, Q, y, R, mask, is_first = (x.unbind(1) for x in (A, b, Q, y, R, mask, is_first))
+    A, b, Q, y, R, mask, is_first = (x.unbind(1) for x in (A, b, Q, y, R, mask, _with_first_step(is_first)))
     mean, var = mean0, var0
     outputs = []
     for t in range(len(y)):
-        restart = is_first[t] if t else torch.ones_like(is_first[0])
+        restart = is_first[t]
         prev = max(t - 1, 0)  # at t = 0 the restart replaces the transition anyway
         step = kalman_step(mean, var, A[prev], b[prev], Q[prev], y[t], R[t], mask[t], restart, mean0, var0)
         mean, var = step.filtered_mean, step.filtered_var
@@ -178,7 +184,7 @@ def kalman_filter_parallel(A, b, Q, y, R, mean0, var0, mask, is_first) -> Filter
     elements = (a * keep, c + q * residual, q * keep, a * residual, a * a * weight / s)
     _, mean, var, _, _ = associative_scan(_combine_filter, elements, dim=1)
     pred_mean, pred_var = kalman_predict(_shift_right(mean), _shift_right(var), a, c, q)
-    return FilterResult(mean, var, pred_mean, pred_var)
+    return FilterResult(mean, var, pred_mean, pred_var, _with_first_step(is_first))
 
 
 def kalman_smoother_sequential(mean, var, A, b, Q, is_first) -> SmootherResult:
@@ -221,11 +227,16 @@ def _combine_smoother(earlier, later):
     return G_i * G_j, torch.addcmul(g_i, G_i, g_j), torch.addcmul(L_i, G_i * G_i, L_j)
 
 
-def _transitions_into(A, b, Q, mean0, var0, is_first):
-    """(a_t, c_t, q_t): the transition into step t, (0, mean0, var0) at t = 0 and at resets."""
+def _with_first_step(is_first):
+    """(B, T) bool: is_first with step 0 set, the steps whose prior is the initial belief."""
     restart = is_first.clone()
     restart[:, 0] = True
-    return _restart(_shift_right(A), _shift_right(b), _shift_right(Q), restart.unsqueeze(-1),
+    return restart
+
+
+def _transitions_into(A, b, Q, mean0, var0, is_first):
+    """(a_t, c_t, q_t): the transition into step t, (0, mean0, var0) at t = 0 and at resets."""
+    return _restart(_shift_right(A), _shift_right(b), _shift_right(Q), _with_first_step(is_first).unsqueeze(-1),
                     mean0.unsqueeze(1), var0.unsqueeze(1))
 
 
@@ -265,10 +276,10 @@ def _expand(name, x, shape):
         raise ValueError(f"{name} of shape {tuple(x.shape)} does not broadcast to {tuple(shape)}") from None
 
 
-def _check_flags(name, flags, like, default=False):
-    """(B, T) bool matching `like` (B, T, D), or None meaning all `default`."""
+def _check_flags(name, flags, like, default=False, required=False):
+    """(B, T) bool matching `like` (B, T, D), or None meaning all `default` (unless required)."""
     shape = like.shape
-    if flags is None:
+    if flags is None and not required:
         return torch.full(tuple(shape[:2]), default, dtype=torch.bool, device=like.device)
     if not torch.is_tensor(flags) or flags.dtype != torch.bool or tuple(flags.shape) != tuple(shape[:2]):
         got = f"{flags.dtype} {tuple(flags.shape)}" if torch.is_tensor(flags) else type(flags).__name__

@@ -11,23 +11,26 @@ Generative model per latent dimension (latent size Z; tensors (B, T, Z)):
 The subclass supplies the transition (A_t, b_t, Q_t) and the filter (`_infer`); this class supplies
 the latent observation (w, R), the learned initial belief, the features and the loss
 
-    loss = mean_{b,t} [ -log p(o_t | z_t) - reward_scale log p(r_t | z_t) + max(kl_t, free_nats) ]
+    loss = mean_{b,t} [ -log p(o_t | z_t) - reward_scale log p(r_t | z_t) + max(c_t kl_t, free_nats) ]
            + subclass regularisers,
 
 with z_t drawn from the smoothed marginal N(mu^s_t, P^s_t) by reparameterisation in train mode (its
 mean in eval mode) and kl_t the tight-bound KL of `models.tight_elbo` (clipped per (b, t) after
-summing over Z, as VRKN's free nats). The metric `model/elbo` is the unclipped, unscaled bound per
-step: mean [log p(o_t | z_t) + log p(r_t | z_t) - kl_t]. Smoothing is the time-parallel RTS
+summing over Z, as VRKN's free nats); c_t = start_kl_weight at steps whose prior is the initial
+belief (step 0 of every window and each reset), 1 elsewhere (VRKN's code weights that KL by 0).
+The metric `model/elbo` is the unclipped, unscaled bound per step: mean [log p(o_t | z_t) + log p(r_t | z_t) - kl_t]. Smoothing is the time-parallel RTS
 smoother for both models: it has no parameters and no sequential dependency of its own.
 
-Features for the actor and critic: concat(filtered mean, log filtered variance), 2 Z values; the log
-puts variances spanning decades on one scale.
+Features for the actor and critic (`belief_features`): the filtered mean, Z values (the KalMamba
+paper's SAC input), or concat(filtered mean, log filtered variance), 2 Z values (the log puts
+variances spanning decades on one scale), which lets the policy see its uncertainty.
 
 Bounded activations (VRKN's parameterisation): a quantity x in [low, high] with value `init` at a
 zero network output is  low + (high - low) sigmoid(raw + logit((init - low) / (high - low))); a
 variance with a floor is  softplus(raw + softplus^-1(init - floor)) + floor.
 """
 import abc
+import inspect
 import math
 from typing import NamedTuple
 
@@ -106,33 +109,95 @@ class Inference(NamedTuple):
     restart: torch.Tensor
 
 
-class KalmanWorldModel(WorldModel, abc.ABC):
-    """Base of KalMamba and VRKN (module docstring). Subclasses implement `_infer`, `step` and
-    `initial_state` (extending this class's), and may add `_regularisers`."""
+def keyword_parameters(cls) -> list[str]:
+    """The keyword arguments `cls` accepts along its class hierarchy. A subclass passes the base's
+    on with `**kwargs`, which hides them from gin; `gin.configurable(cls, allowlist=...)` with this
+    list keeps a misspelt binding a parse-time error."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and issubclass(klass, KalmanWorldModel):
+            for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                    names.add(name)
+    return sorted(names)
 
-    def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
-                 obs_var_init: float = 1.0, obs_var_min: float = 0.01, initial_var_init: float = 1.0,
-                 initial_var_min: float = 0.001, free_nats: float = 3.0, reward_scale: float = 10.0):
+
+class KalmanWorldModel(WorldModel, abc.ABC):
+    """Base of KalMamba and VRKN (module docstring). Subclasses implement `_infer` and `_step`,
+    may extend `initial_state`, and may add `_regularisers`.
+
+    Every argument after (obs_shape, action_dim) is a keyword argument, each default written here
+    once; a subclass passes on what it does not change (`**kwargs`).
+
+    Args:
+        obs_shape: (D,) state vectors or (C, 64, 64) uint8 images.
+        action_dim: A.
+        encoder_fn, decoder_fn: factories from `models.networks`; None picks the default for obs_shape.
+        latent_dim: Z.    hidden_dim: width H of the subclass's transition networks.
+        dropout: MC dropout rate of the transition networks (train mode only).
+        transition_scale_bounds, transition_scale_init: range of A and its value at a zero network output.
+        transition_var_bounds, transition_var_init: range of Q and its value at init.
+        obs_var_init, obs_var_min: R = softplus(.) with this value at init and this floor.
+        initial_var_init, initial_var_min: learned var0, its init and floor.
+        learn_initial_mean: mean0 is a parameter (True) or a fixed zero buffer (False).
+        free_nats: per-step KL clip (after summing over Z).
+        reward_scale: weight of the reward log-likelihood.
+        start_kl_weight: weight of the KL at steps whose prior is the initial belief (step 0 of every
+            training window and each reset); the `model/elbo` metric always counts it fully.
+        belief_features: what the actor and critic see, 'mean' (the filtered mean, Z values) or
+            'mean_and_log_var' (concat(filtered mean, log filtered variance), 2 Z values).
+        learning_rate, grad_clip: the agent's model optimiser settings for this model (None keeps
+            `WorldModel`'s).
+    """
+
+    FEATURES = ("mean", "mean_and_log_var")
+
+    def __init__(self, obs_shape, action_dim: int, *, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
+                 hidden_dim: int = 300, dropout: float = 0.1, transition_scale_bounds=(0.1, 0.99),
+                 transition_scale_init: float = 0.9, transition_var_bounds=(0.001, 0.1),
+                 transition_var_init: float = 0.01, obs_var_init: float = 1.0, obs_var_min: float = 0.01,
+                 initial_var_init: float = 1.0, initial_var_min: float = 0.001, learn_initial_mean: bool = True,
+                 free_nats: float = 3.0, reward_scale: float = 10.0, start_kl_weight: float = 1.0,
+                 belief_features: str = "mean", learning_rate: float | None = None,
+                 grad_clip: float | None = None):
         super().__init__()
         name = type(self).__name__
         self.obs_shape = tuple(int(s) for s in obs_shape)
         if len(self.obs_shape) not in (1, 3):
             raise ValueError(f"{name} needs obs_shape (D,) or (C, 64, 64), got {self.obs_shape}")
-        for arg, value in [("action_dim", action_dim), ("latent_dim", latent_dim)]:
+        for arg, value in [("action_dim", action_dim), ("latent_dim", latent_dim), ("hidden_dim", hidden_dim)]:
             if int(value) < 1:
                 raise ValueError(f"{name} needs {arg} >= 1, got {value}")
-        if free_nats < 0.0 or reward_scale < 0.0:
-            raise ValueError(f"{name} needs free_nats >= 0 and reward_scale >= 0, got {free_nats} and {reward_scale}")
+        if free_nats < 0.0 or reward_scale < 0.0 or start_kl_weight < 0.0:
+            raise ValueError(f"{name} needs free_nats, reward_scale and start_kl_weight >= 0, got {free_nats}, "
+                             f"{reward_scale} and {start_kl_weight}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name} needs dropout in [0, 1), got {dropout}")
+        if belief_features not in self.FEATURES:
+            raise ValueError(f"{name} needs belief_features in {self.FEATURES}, got {belief_features!r}")
+        for arg, value in [("learning_rate", learning_rate), ("grad_clip", grad_clip)]:
+            if value is not None and not value > 0.0:
+                raise ValueError(f"{name} needs {arg} > 0, got {value}")
+            if value is not None:
+                setattr(self, arg, float(value))
         self.action_dim, self.latent_dim = int(action_dim), int(latent_dim)
+        self.hidden_dim, self.dropout = int(hidden_dim), float(dropout)
         self.free_nats, self.reward_scale = float(free_nats), float(reward_scale)
-        self.feature_dim = 2 * self.latent_dim
+        self.start_kl_weight = float(start_kl_weight)
+        self.belief_features = belief_features
+        self.feature_dim = self.latent_dim if belief_features == "mean" else 2 * self.latent_dim
 
         self.encoder = (encoder_fn or networks.default_encoder_fn)(self.obs_shape)
         self.obs_head = nn.Linear(self.encoder.embed_dim, 2 * self.latent_dim)
         self.obs_var = FlooredSoftplus(obs_var_init, obs_var_min)
         self.decoder = (decoder_fn or networks.default_decoder_fn)(self.latent_dim, self.obs_shape)
         self.reward_head = networks.RewardHead(self.latent_dim)
-        self.initial_mean = nn.Parameter(torch.zeros(self.latent_dim))
+        self.transition_activation = TransitionActivation(transition_scale_bounds, transition_scale_init,
+                                                          transition_var_bounds, transition_var_init)
+        if learn_initial_mean:
+            self.initial_mean = nn.Parameter(torch.zeros(self.latent_dim))
+        else:
+            self.register_buffer("initial_mean", torch.zeros(self.latent_dim))
         self.initial_var_raw = nn.Parameter(torch.zeros(self.latent_dim))
         self.initial_var = FlooredSoftplus(initial_var_init, initial_var_min)
 
@@ -160,20 +225,29 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         inference = self._infer(obs, prev_action, is_first, state)
         return inference.beliefs, inference.last_state
 
+    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
+        """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...).
+
+        The belief restarts where is_first or where `state` says the next step restarts; the
+        previous action is zero there. The subclass's `_step` does one filter step on (w_t, R_t)."""
+        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
+        restart = is_first | state.get("reset", torch.zeros_like(is_first))
+        w, R = (x.squeeze(1) for x in self.latent_observation(obs.unsqueeze(1)))
+        a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
+        return self._step(state, w, R, a_prev, restart)
+
     def features(self, belief: Belief) -> torch.Tensor:
-        """concat(mean, log var): (..., 2 Z)."""
+        """The filtered mean (..., Z), or concat(mean, log var) (..., 2 Z): `belief_features`."""
+        if self.belief_features == "mean":
+            return belief["mean"]
         return torch.cat([belief["mean"], torch.log(belief["var"])], dim=-1)
 
     def loss(self, batch: dict[str, torch.Tensor]):
         """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
-        missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
-        if missing:
-            raise ValueError(f"{type(self).__name__}.loss needs batch keys {sorted(missing)}")
+        self._check_batch(batch)
         obs, reward = batch["obs"], batch["reward"]
-        self._check_inputs(obs, batch["prev_action"], batch["is_first"])
         inference = self._infer(obs, batch["prev_action"], batch["is_first"], None)
-        smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q,
-                                   parallel=True, is_first=inference.restart)
+        smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q, parallel=True)
         mean, var = smoothed.smoothed_mean, smoothed.smoothed_var
         z = mean + var.sqrt() * torch.randn_like(mean) if self.training else mean
         obs_ll = self.decoder.log_likelihood(z, obs)
@@ -181,7 +255,8 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         mean0, var0 = self.initial_belief()
         kl = tight_kl(inference.filtered.filtered_var, mean, var, inference.A, inference.b, inference.Q,
                       mean0, var0, inference.restart)
-        kl_loss = kl.clamp(min=self.free_nats).mean()
+        weighted_kl = torch.where(inference.restart, self.start_kl_weight * kl, kl)
+        kl_loss = weighted_kl.clamp(min=self.free_nats).mean()
         extra_loss, metrics = self._regularisers(inference)
         loss = kl_loss - obs_ll.mean() - self.reward_scale * reward_ll.mean() + extra_loss
         metrics.update({
@@ -202,6 +277,10 @@ class KalmanWorldModel(WorldModel, abc.ABC):
     @abc.abstractmethod
     def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
         """Filter a checked sequence from `state` (None: `initial_state`); see `Inference`."""
+
+    @abc.abstractmethod
+    def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
+        """One filter step from `state`: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool."""
 
     def _regularisers(self, inference: Inference):
         """(scalar added to the loss, metrics dict); none by default."""

@@ -21,8 +21,9 @@ where sg is stop-gradient and the clip applies per (b, t), after summing the KL 
 dimensions. Both terms have the value KL[q || p]; balancing only splits the gradient.
 
 The model is inherently sequential: `observe` is a Python loop over the same single step `step`
-uses. In train mode z_t is sampled by reparameterisation; in eval mode z_t = mu^q_t, so `observe`
-and successive `step`s agree exactly and acting is deterministic.
+uses. In train mode z_t is sampled by reparameterisation. In eval mode (acting) z_t is sampled too
+when `sample_when_acting` (CoRAL drives the GRU with a sampled z when acting as in training), else
+z_t = mu^q_t, and then `observe` and successive `step`s agree exactly and acting is deterministic.
 """
 import gin
 import torch
@@ -83,21 +84,24 @@ class RSSM(WorldModel):
         free_nats: 1.0 (CoRAL; PlaNet / Dreamer v1 use 3.0), clipped per time step.
         kl_balance: alpha = 0.8, the weight of the prior-training KL term (CoRAL, from Dreamer v2).
         min_std: 0.1, lower bound of every standard deviation (CoRAL, Dreamer v1).
-    CoRAL trains this model with Adam, lr 3e-4 and gradient-norm clip 10; the optimiser lives in the
-    agent (`LatentSAC.model_lr`, `LatentSAC.model_grad_clip`, whose default 100 is shared by all models).
+        sample_when_acting: True, the carried z is a posterior sample in eval mode too (CoRAL);
+            False carries the posterior mean when acting.
+        learning_rate, grad_clip: the agent's model optimiser settings for this model (None keeps
+            `WorldModel`'s); gin/models/rssm.gin binds CoRAL's 3e-4 and 10.
 
-    Belief (B, [T,] ...): deter h (deter_dim), stoch z carried to the next step (stoch_dim; a sample
-    in train mode, the posterior mean in eval mode), mean / std of the posterior, prior_mean /
-    prior_std of the prior. features = concat(h, posterior mean) (CoRAL's features for SAC). In eval
-    mode, when acting, they are deterministic given the history; in a training pass h is driven by
-    sampled z, so the features SAC trains on carry that sampling noise (`agents/latent_sac.py`).
+    Belief (B, [T,] ...): deter h (deter_dim), stoch z carried to the next step (stoch_dim; a sample,
+    or the posterior mean in eval mode without `sample_when_acting`), mean / std of the posterior,
+    prior_mean / prior_std of the prior. features = concat(h, posterior mean) (CoRAL's features for
+    SAC); h is driven by sampled z in training and, with `sample_when_acting`, when acting too.
     """
 
     name = "rssm"
 
     def __init__(self, obs_shape, action_dim: int, encoder_fn=None, decoder_fn=None,
                  deter_dim: int = 200, stoch_dim: int = 64, hidden_dim: int = 400, num_layers: int = 2,
-                 free_nats: float = 1.0, kl_balance: float = 0.8, min_std: float = 0.1):
+                 free_nats: float = 1.0, kl_balance: float = 0.8, min_std: float = 0.1,
+                 sample_when_acting: bool = True, learning_rate: float | None = None,
+                 grad_clip: float | None = None):
         super().__init__()
         self.obs_shape = tuple(int(s) for s in obs_shape)
         if len(self.obs_shape) not in (1, 3):
@@ -112,6 +116,12 @@ class RSSM(WorldModel):
             raise ValueError(f"RSSM needs free_nats >= 0 and min_std > 0, got {free_nats} and {min_std}")
         self.action_dim, self.deter_dim, self.stoch_dim = int(action_dim), int(deter_dim), int(stoch_dim)
         self.free_nats, self.kl_balance = float(free_nats), float(kl_balance)
+        self.sample_when_acting = bool(sample_when_acting)
+        for name, value in [("learning_rate", learning_rate), ("grad_clip", grad_clip)]:
+            if value is not None and not value > 0.0:
+                raise ValueError(f"RSSM needs {name} > 0, got {value}")
+            if value is not None:
+                setattr(self, name, float(value))
         self.feature_dim = self.deter_dim + self.stoch_dim
 
         self.encoder = (encoder_fn or networks.default_encoder_fn)(self.obs_shape)
@@ -143,11 +153,12 @@ class RSSM(WorldModel):
         deter = self.gru(self.transition_input(torch.cat([stoch, action], -1)), deter)
         prior_mean, prior_std = self.prior_head(deter)
         mean, std = self.posterior_head(torch.cat([deter, embed.to(deter.dtype)], -1))
-        stoch = mean + std * torch.randn_like(std) if self.training else mean
+        sample = self.training or self.sample_when_acting
+        stoch = mean + std * torch.randn_like(std) if sample else mean
         return {"deter": deter, "stoch": stoch, "mean": mean, "std": std,
                 "prior_mean": prior_mean, "prior_std": prior_std}
 
-    def step(self, state: Belief, obs, prev_action, is_first) -> Belief:
+    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
         """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...)."""
         self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
         embed = self.encoder(obs.unsqueeze(1)).squeeze(1)
@@ -172,9 +183,7 @@ class RSSM(WorldModel):
 
     def loss(self, batch: dict[str, torch.Tensor]):
         """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
-        missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
-        if missing:
-            raise ValueError(f"RSSM.loss needs batch keys {sorted(missing)}")
+        self._check_batch(batch)
         beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"])
         # Decoders see the carried z (a sample in training), as in the ELBO's expectation over q.
         latent = torch.cat([beliefs["deter"], beliefs["stoch"]], dim=-1)

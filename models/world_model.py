@@ -18,14 +18,19 @@ Contract:
     observe(obs, prev_action, is_first, state=None) -> (beliefs (B, T, ...), last_state (B, ...))
         Filtered beliefs for a whole sequence, time-parallel where the model allows. `state`
         continues from an earlier chunk; None means `initial_state`.
-    step(state, obs, prev_action, is_first) -> state
+    step(obs, prev_action, is_first, state) -> state
         One environment step in O(1) time and memory: obs (B, *obs_shape), prev_action (B, A),
-        is_first (B,). `observe` over T steps equals T successive `step`s (eval mode).
+        is_first (B,). `observe` over T steps equals T successive `step`s (eval mode). Both
+        methods take the data first and the state to continue from last.
     features(belief) -> (..., feature_dim) tensor the actor and critic see.
     loss(batch) -> (loss, metrics, beliefs)
         Scalar training loss (negative ELBO and regularisers), a dict of scalar tensors with keys
         namespaced `model/...`, and the filtered beliefs of `observe` computed on the way (the agent
         detaches them before SAC uses them).
+
+Every model declares `name`, `obs_shape`, `action_dim` and `feature_dim`, and may override the
+optimiser settings the agent uses for it (`learning_rate`, `grad_clip`: the values its authors
+trained it with), so swapping the model by one gin binding also swaps them.
 
 A new baseline is one file implementing this class plus one gin file binding
 `Experiment.world_model = @MyModel` (see docs/adding_a_baseline.md).
@@ -45,7 +50,12 @@ class WorldModel(nn.Module, abc.ABC):
     # and underscores. The run's identity is read from the class that was built, never from a
     # second label that could disagree with it.
     name: str
+    obs_shape: tuple[int, ...]
+    action_dim: int
     feature_dim: int
+    # Adam learning rate and gradient-norm clip of the agent's model optimiser for this model.
+    learning_rate: float = 3e-4
+    grad_clip: float = 100.0
 
     @abc.abstractmethod
     def initial_state(self, batch_size: int) -> Belief:
@@ -56,7 +66,7 @@ class WorldModel(nn.Module, abc.ABC):
         ...
 
     @abc.abstractmethod
-    def step(self, state: Belief, obs, prev_action, is_first) -> Belief:
+    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
         ...
 
     @abc.abstractmethod
@@ -75,10 +85,15 @@ class WorldModel(nn.Module, abc.ABC):
             return tensor.device
         return torch.device("cpu")
 
-    def _check_inputs(self, obs, prev_action, is_first) -> None:
-        """One clear error for sequences that do not match the model (shapes as in `observe`).
+    def _check_batch(self, batch) -> None:
+        """One clear error for a training batch without the keys `loss` needs, or of bad shapes."""
+        missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
+        if missing:
+            raise ValueError(f"{type(self).__name__}.loss needs batch keys {sorted(missing)}")
+        self._check_inputs(batch["obs"], batch["prev_action"], batch["is_first"])
 
-        For subclasses that set `obs_shape` (tuple) and `action_dim` (int)."""
+    def _check_inputs(self, obs, prev_action, is_first) -> None:
+        """One clear error for sequences that do not match the model (shapes as in `observe`)."""
         if not torch.is_tensor(is_first) or is_first.dim() != 2 or is_first.dtype != torch.bool:
             got = f"{is_first.dtype} {tuple(is_first.shape)}" if torch.is_tensor(is_first) else type(is_first).__name__
             raise ValueError(f"is_first must be a bool tensor of shape (B, T), got {got}")

@@ -16,7 +16,7 @@ def fill(buffer, episode_lengths, obs_dim=2):
 
 
 def test_sequences_are_contiguous_and_flag_episode_starts():
-    buffer = ReplayBuffer(100, (2,), np.float32, 1)
+    buffer = ReplayBuffer(100, (2,), np.float32, 1, windows_within_episode=False)
     fill(buffer, [7, 5, 9])
     batch = buffer.sample(64, 6, np.random.default_rng(0))
     assert batch["obs"].shape == (64, 6, 2) and batch["prev_action"].shape == (64, 6, 1)
@@ -38,8 +38,37 @@ def test_every_valid_start_is_sampled_and_nothing_else():
     assert set(starts.astype(int)) == set(range(7))
 
 
+def test_windows_never_cross_an_episode_start_by_default():
+    """CoRAL samples inside one episode; the 12 valid starts of 4-step windows in episodes of 7, 5
+    and 9 steps are all drawn, about equally often, and no window holds an episode start after t = 0."""
+    buffer = ReplayBuffer(100, (2,), np.float32, 1)
+    fill(buffer, [7, 5, 9])
+    batch = buffer.sample(12_000, 4, np.random.default_rng(0))
+    assert not batch["is_first"][:, 1:].any()
+    np.testing.assert_array_equal(np.diff(batch["obs"][..., 1], axis=1), 1)  # step within the episode
+    starts, counts = np.unique(batch["obs"][:, 0, 0].astype(int), return_counts=True)
+    np.testing.assert_array_equal(starts, [0, 1, 2, 3, 7, 8, 12, 13, 14, 15, 16, 17])
+    assert counts.min() > 850 and counts.max() < 1150  # 1000 expected each (binomial std 30)
+
+
+def test_windows_inside_rare_long_episodes_come_from_the_exact_fallback():
+    """200 two-step episodes and one of 5: rejection rarely finds a 4-step window, the fallback must."""
+    buffer = ReplayBuffer(1000, (2,), np.float32, 1)
+    fill(buffer, [2] * 200 + [5])
+    batch = buffer.sample(64, 4, np.random.default_rng(0))
+    assert not batch["is_first"][:, 1:].any()
+    assert set(batch["obs"][:, 0, 0].astype(int)) == {400, 401}
+
+
+def test_no_episode_long_enough_is_a_clear_error():
+    buffer = ReplayBuffer(100, (2,), np.float32, 1)
+    fill(buffer, [3, 3, 3])
+    with pytest.raises(ValueError, match="windows_within_episode = False"):
+        buffer.sample(2, 4, np.random.default_rng(0))
+
+
 def test_wraparound_never_crosses_the_write_position():
-    buffer = ReplayBuffer(16, (2,), np.float32, 1)
+    buffer = ReplayBuffer(16, (2,), np.float32, 1, windows_within_episode=False)
     total = fill(buffer, [10, 10, 5])  # 25 steps into 16 slots: steps 9..24 remain
     batch = buffer.sample(2000, 5, np.random.default_rng(2))
     steps = batch["obs"][..., 0]

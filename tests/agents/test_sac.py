@@ -1,18 +1,21 @@
 import math
 
+import pytest
 import torch
+from torch.nn import functional as F
 
 from agents.sac import SAC, TanhGaussianActor, clamp_passing_gradient
 
 
-def test_tanh_gaussian_log_prob_matches_torch_distributions_in_float64():
+@pytest.mark.parametrize("parameterisation", TanhGaussianActor.PARAMETERISATIONS)
+def test_tanh_gaussian_log_prob_matches_torch_distributions_in_float64(parameterisation):
     torch.manual_seed(0)
-    actor = TanhGaussianActor(feature_dim=5, action_dim=3, hidden_dim=16, num_layers=2).double()
+    actor = TanhGaussianActor(feature_dim=5, action_dim=3, hidden_dim=16, num_layers=2,
+                              parameterisation=parameterisation).double()
     features = torch.randn(64, 5, dtype=torch.float64)
     torch.manual_seed(1)
     action, log_prob = actor(features)
-    mean, log_std = actor.net(features).chunk(2, dim=-1)
-    log_std = clamp_passing_gradient(log_std, *actor.log_std_bounds)
+    mean, log_std = actor.distribution(features)
     reference = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()])
     expected = reference.log_prob(action.clamp(-1 + 1e-12, 1 - 1e-12)).sum(-1)
@@ -87,12 +90,51 @@ def test_log_std_clamp_bounds_values_and_keeps_gradients_outside_the_bounds():
     torch.testing.assert_close(grad, torch.arange(7.0))  # a tanh squash gives exactly 0 at +-50
 
 
-def test_entropy_bonus_pulls_a_collapsed_log_std_back():
-    """An actor whose raw log-std sits far below the bound recovers when only entropy matters."""
-    torch.manual_seed(0)
-    actor = TanhGaussianActor(feature_dim=2, action_dim=1, hidden_dim=8, num_layers=1)
+def test_coral_parameterisation_by_hand():
+    """mean = 5 tanh(raw / 5), std = softplus(raw + softplus^-1(0.0183)) + 0.005 (CoRAL actor.py):
+    std 0.0233 at a zero raw output, never below 0.005, and |mean| < 5."""
+    actor = TanhGaussianActor(feature_dim=2, action_dim=2, hidden_dim=4, num_layers=0).double()
+    assert actor.parameterisation == "softplus_std"
     with torch.no_grad():
-        actor.net[-1].bias[1] = -40.0  # raw log-std far below -5
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([30.0, -1.0, 0.0, -50.0], dtype=torch.float64))
+    mean, log_std = actor.distribution(torch.zeros(1, 2, dtype=torch.float64))
+    torch.testing.assert_close(mean[0], 5 * torch.tanh(torch.tensor([6.0, -0.2], dtype=torch.float64)), rtol=0, atol=1e-12)
+    shift = math.log(math.expm1(0.0183))
+    expected_std = F.softplus(torch.tensor([0.0, -50.0], dtype=torch.float64) + shift) + 0.005
+    torch.testing.assert_close(log_std[0].exp(), expected_std, rtol=1e-12, atol=0)
+    assert abs(expected_std[0].item() - 0.0233) < 1e-12 and abs(expected_std[1].item() - 0.005) < 1e-12
+
+
+def test_sac_defaults_are_corals_clips_and_actor():
+    sac = SAC(feature_dim=2, action_dim=1, hidden_dim=4, num_layers=1)
+    assert sac.actor.parameterisation == "softplus_std"
+    assert (sac.actor_grad_clip, sac.alpha_grad_clip) == (10.0, 1.0)
+
+
+def test_temperature_gradient_is_clipped_to_one():
+    sac = SAC(feature_dim=2, action_dim=1, hidden_dim=4, num_layers=1, lr=1.0)
+    features = 100.0 * torch.randn(32, 2)
+    with torch.no_grad():
+        sac.actor.net[-1].bias[1] = -40.0  # entropy far below the target: a large alpha gradient
+    before = sac.log_alpha.detach().clone()
+    sac.update_actor_and_alpha(features, torch.ones(32, dtype=torch.bool))
+    assert sac.log_alpha.grad.abs().item() == pytest.approx(1.0, abs=1e-6)  # clipped, before Adam's step
+    assert sac.log_alpha.detach() != before
+
+
+@pytest.mark.parametrize("parameterisation,raw", [("clamped_log_std", -40.0), ("softplus_std", -10.0)])
+def test_entropy_bonus_pulls_a_collapsed_std_back(parameterisation, raw):
+    """An actor whose std sits at its lower bound recovers when only entropy matters. The clamped
+    log-std passes gradients straight through, however deep the raw value; CoRAL's softplus std is
+    at its 0.005 floor already at raw -10 (entropy -3.9) and recovers from there, because Adam
+    rescales the small softplus gradient. (At raw -40 that gradient underflows in float32 and the
+    std stays at the floor: `sac/entropy` shows such a collapse.)"""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(feature_dim=2, action_dim=1, hidden_dim=8, num_layers=1,
+                              parameterisation=parameterisation)
+    with torch.no_grad():
+        actor.net[-1].bias[1] = raw
     optimizer = torch.optim.Adam(actor.parameters(), lr=1e-2)
     features = torch.randn(256, 2)
     for _ in range(200):
@@ -101,4 +143,4 @@ def test_entropy_bonus_pulls_a_collapsed_log_std_back():
         log_prob.mean().backward()  # maximise entropy
         optimizer.step()
     _, log_prob = actor(features)
-    assert -log_prob.mean() > 0.0  # entropy back near that of a wide tanh-Gaussian (-3.6 at the bound)
+    assert -log_prob.mean() > 0.0  # entropy back near that of a wide tanh-Gaussian (-3.6 / -3.9 at the bounds)

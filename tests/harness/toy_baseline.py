@@ -34,7 +34,7 @@ class ExponentialFilter(WorldModel):
     def initial_state(self, batch_size: int) -> Belief:
         return {"mean": self.smoothing_logit.new_zeros(batch_size, self.feature_dim)}
 
-    def step(self, state, obs, prev_action, is_first):
+    def step(self, obs, prev_action, is_first, state):
         """obs (B, D), is_first (B,) -> {'mean': (B, D)}."""
         a = torch.sigmoid(self.smoothing_logit)
         obs = obs.to(a.dtype)  # float32 in training; float64 in reference tests
@@ -46,7 +46,7 @@ class ExponentialFilter(WorldModel):
         state = self.initial_state(obs.shape[0]) if state is None else state
         means = []
         for t in range(obs.shape[1]):
-            state = self.step(state, obs[:, t], prev_action[:, t], is_first[:, t])
+            state = self.step(obs[:, t], prev_action[:, t], is_first[:, t], state)
             means.append(state["mean"])
         return {"mean": torch.stack(means, dim=1)}, state
 

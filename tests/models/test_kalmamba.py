@@ -40,7 +40,7 @@ def make_batch(B=3, T=13, obs_dim=4, action_dim=2, dtype=F64, seed=0, resets=((1
 def test_loss_equals_an_explicit_sequential_computation():
     """Filtered beliefs from successive `step`s, transitions recomputed from (m_t, a_t = prev_action[t+1]),
     the sequential RTS smoother, decoders on the smoothed mean (eval mode), the KL clipped by free nats."""
-    model = make_model(free_nats=0.4).double().eval()
+    model = make_model(free_nats=0.4, start_kl_weight=0.5).double().eval()
     batch = make_batch()
     loss, metrics, _ = model.loss(batch)
 
@@ -48,21 +48,23 @@ def test_loss_equals_an_explicit_sequential_computation():
     state, steps = model.initial_state(B), []
     with torch.no_grad():
         for t in range(T):
-            state = model.step(state, batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t])
+            state = model.step(batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t], state)
             steps.append(state)
         mean, var, m = (torch.stack([s[k] for s in steps], 1) for k in ("mean", "var", "m"))
         next_action = torch.cat([batch["prev_action"][:, 1:], torch.zeros_like(batch["prev_action"][:, :1])], 1)
         A, b, Q = model.transition(m, next_action)
         restart = batch["is_first"].clone()
         restart[:, 0] = True
-        smoothed = kalman_smoother(FilterResult(mean, var, mean, var), A, b, Q, parallel=False, is_first=restart)
+        smoothed = kalman_smoother(FilterResult(mean, var, mean, var, restart), A, b, Q, parallel=False)
         mean0, var0 = model.initial_belief()
         kl = tight_kl(var, smoothed.smoothed_mean, smoothed.smoothed_var, A, b, Q, mean0, var0, restart)
         obs_ll = model.decoder.log_likelihood(smoothed.smoothed_mean, batch["obs"])
         reward_ll = model.reward_head.log_likelihood(smoothed.smoothed_mean, batch["reward"])
-        regulariser = ((m - mean).square() / var).sum(-1).mean()
-        expected = (kl.clamp(min=0.4).mean() - obs_ll.mean() - 10.0 * reward_ll.mean() + regulariser)
+        regulariser = ((m - mean).square() / var).mean(-1).mean()  # mean over Z (the default reduction)
+        weighted_kl = torch.where(restart, 0.5 * kl, kl)  # start_kl_weight at the steps that restart
+        expected = (weighted_kl.clamp(min=0.4).mean() - obs_ll.mean() - 10.0 * reward_ll.mean() + regulariser)
     assert (kl < 0.4).any() and (kl > 0.4).any()  # both sides of the clip are exercised
+    assert (kl[restart] > 0.8).any()  # and the start weight matters for at least one clipped value
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(metrics["model/elbo"], (obs_ll + reward_ll - kl).mean(), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(metrics["model/regulariser"], regulariser, rtol=1e-10, atol=1e-10)
@@ -96,8 +98,14 @@ def test_regulariser_is_the_mahalanobis_distance_with_the_filter_side_stopped():
     inference = model._infer(batch["obs"], batch["prev_action"], batch["is_first"], None)
     value, metrics = model._regularisers(inference)
     filtered = inference.filtered
-    expected = ((inference.beliefs["m"] - filtered.filtered_mean).square() / filtered.filtered_var).sum(-1).mean()
+    per_element = (inference.beliefs["m"] - filtered.filtered_mean).square() / filtered.filtered_var
+    expected = per_element.mean(-1).mean()
     torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
+    per_dim = per_element.mean((0, 1))
+    torch.testing.assert_close(metrics["model/mahalanobis"], per_element.sum(-1).mean(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(metrics["model/mahalanobis_dim_max"], per_dim.max(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(metrics["model/mahalanobis_dim_median"], per_dim.median(), rtol=1e-12, atol=0)
+    assert all(torch.is_tensor(v) and not v.requires_grad for v in metrics.values())
     grad_filter, grad_var, grad_m = torch.autograd.grad(
         value, [filtered.filtered_mean, filtered.filtered_var, inference.beliefs["m"]], allow_unused=True)
     assert grad_filter is None and grad_var is None  # no gradient reaches the filter
@@ -107,10 +115,27 @@ def test_regulariser_is_the_mahalanobis_distance_with_the_filter_side_stopped():
     torch.testing.assert_close(weighted._regularisers(inference)[0], 2.5 * expected, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("latent_dim", [5, 11])
+def test_sum_reduction_is_latent_dim_times_the_mean(latent_dim):
+    """'sum' is the paper's Mahalanobis distance; the default 'mean' divides it by Z, whatever Z is."""
+    batch = make_batch()
+    values = {}
+    for reduction in ("mean", "sum"):
+        model = make_model(latent_dim=latent_dim, regulariser_reduction=reduction).double()
+        inference = model._infer(batch["obs"], batch["prev_action"], batch["is_first"], None)
+        values[reduction] = model._regularisers(inference)[0]
+    assert make_model().regulariser_reduction == "mean"
+    torch.testing.assert_close(values["sum"], latent_dim * values["mean"], rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="regulariser_reduction"):
+        make_model(regulariser_reduction="max")
+
+
 @pytest.mark.parametrize("detach", [True, False])
-def test_backbone_reads_the_latent_observations_as_data_by_default(detach):
+def test_backbone_input_detach_decides_whether_the_regulariser_reaches_the_encoder(detach):
     """With detach_backbone_input the regulariser trains the backbone and the transition net only;
-    without it, its gradient also reaches the encoder and the observation head."""
+    without it (the default, the paper's shared w_t), its gradient also reaches the encoder and the
+    observation head."""
+    assert make_model().detach_backbone_input is False
     model = make_model(detach_backbone_input=detach).double()
     batch = make_batch()
     inference = model._infer(batch["obs"], batch["prev_action"], batch["is_first"], None)
@@ -118,7 +143,7 @@ def test_backbone_reads_the_latent_observations_as_data_by_default(detach):
     value.backward()
     for name, param in model.named_parameters():
         reached = param.grad is not None and param.grad.abs().sum() > 0
-        if name.startswith(("input_net.", "mamba.", "backbone_output.")):
+        if name.startswith(("input_net.", "mamba.", "backbone_norm.", "backbone_output.")):
             assert reached, name
         elif name.startswith(("encoder.", "obs_head.")):
             assert reached != detach, name
@@ -136,7 +161,7 @@ def test_float32_observe_matches_float64_steps_on_longer_sequences(T):
         state = model64.initial_state(2)
         means = []
         for t in range(T):
-            state = model64.step(state, batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t])
+            state = model64.step(batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t], state)
             means.append(state["mean"])
     torch.testing.assert_close(beliefs32["mean"].double(), torch.stack(means, 1), rtol=1e-4, atol=1e-4)
 
@@ -307,7 +332,50 @@ def test_cuda_loss_and_observe_match_cpu():
     with torch.no_grad():
         state = gpu.initial_state(4)
         for t in range(64):
-            state = gpu.step(state, cuda_batch["obs"][:, t], cuda_batch["prev_action"][:, t], cuda_batch["is_first"][:, t])
+            state = gpu.step(cuda_batch["obs"][:, t], cuda_batch["prev_action"][:, t], cuda_batch["is_first"][:, t], state)
         beliefs, _ = gpu.observe(cuda_batch["obs"], cuda_batch["prev_action"], cuda_batch["is_first"])
     torch.testing.assert_close(beliefs["mean"][:, -1], state["mean"], rtol=1e-4, atol=1e-4)
     assert gpu.mamba._uses_kernel(cuda_batch["obs"], None) == mamba_ssm_available()
+
+
+# ------------------------------------------------------------------------------------------------
+# Backbone variants: the residual block (default), the bare block, and no Mamba (the ablation).
+
+@pytest.mark.parametrize("variant", [dict(), dict(backbone_residual=False), dict(use_mamba=False)])
+def test_every_backbone_variant_observes_like_successive_steps_and_continues_from_a_state(variant):
+    model = make_model(**variant).double().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        beliefs, last = model.observe(batch["obs"], batch["prev_action"], batch["is_first"])
+        state = model.initial_state(3)
+        for t in range(13):
+            state = model.step(batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t], state)
+        head, head_last = model.observe(batch["obs"][:, :6], batch["prev_action"][:, :6], batch["is_first"][:, :6])
+        tail, _ = model.observe(batch["obs"][:, 6:], batch["prev_action"][:, 6:], batch["is_first"][:, 6:], head_last)
+    for key in ("mean", "var", "m"):
+        torch.testing.assert_close(state[key], last[key], rtol=0, atol=1e-10)
+        torch.testing.assert_close(torch.cat([head[key], tail[key]], 1), beliefs[key], rtol=0, atol=1e-10)
+
+
+def test_backbone_variants_are_what_they_say():
+    """Residual: m_t = Linear(x_t + Mamba(LayerNorm(x))); bare: Linear(Mamba(x)); none: Linear(x_t)."""
+    batch = make_batch()
+    residual, bare, none = (make_model(**v).double().eval() for v in
+                            (dict(), dict(backbone_residual=False), dict(use_mamba=False)))
+    assert none.mamba is None and not any(name.startswith("mamba.") for name, _ in none.named_parameters())
+    assert "mamba_ssm" not in none.initial_state(2)
+    with torch.no_grad():
+        w, _ = residual.latent_observation(batch["obs"])
+        restart = batch["is_first"].clone()
+        restart[:, 0] = True
+        a_prev = batch["prev_action"].masked_fill(restart.unsqueeze(-1), 0.0)
+        x = residual.backbone_input(w, a_prev)
+        expected = residual.backbone_output(x + residual.mamba(residual.backbone_norm(x), restart))
+        torch.testing.assert_close(residual.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   expected, rtol=0, atol=1e-12)
+        x = bare.backbone_input(w, a_prev)  # same seed, same weights: only the wiring differs
+        torch.testing.assert_close(bare.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   bare.backbone_output(bare.mamba(x, restart)), rtol=0, atol=1e-12)
+        x = none.backbone_input(w, a_prev)
+        torch.testing.assert_close(none.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                   none.backbone_output(x), rtol=0, atol=1e-12)

@@ -32,9 +32,14 @@ def make_problem(B, T, D, dtype=F64, seed=0, p_missing=0.3, p_reset=0.2, var_ran
 
 def run(problem, parallel):
     filtered = kalman_filter(**problem, parallel=parallel)
-    smoothed = kalman_smoother(filtered, problem["A"], problem["b"], problem["Q"], parallel=parallel,
-                               is_first=problem["is_first"])
+    smoothed = kalman_smoother(filtered, problem["A"], problem["b"], problem["Q"], parallel=parallel)
     return filtered, smoothed
+
+
+def values(problem, parallel):
+    """The seven float outputs: filtered mean, var, predicted mean, var, smoothed mean, var, gain."""
+    filtered, smoothed = run(problem, parallel)
+    return tuple(filtered)[:4] + tuple(smoothed)
 
 
 def dense_prior(p, bi, di):
@@ -106,12 +111,12 @@ def test_dense_check_covers_resets_and_missing_steps():
 @pytest.mark.parametrize("T", [1, 2, 3, 8, 13, 33, 100])
 def test_parallel_matches_sequential_float64(T):
     p = make_problem(B=3, T=T, D=5, seed=T)
-    for par, seq in zip(sum(run(p, True), ()), sum(run(p, False), ())):
+    for par, seq in zip(values(p, True), values(p, False)):
         torch.testing.assert_close(par, seq, rtol=0, atol=1e-10)
 
 
 def _scalar_loss(filtered, smoothed, weights):
-    outputs = sum((tuple(filtered), tuple(smoothed)), ())
+    outputs = tuple(filtered)[:4] + tuple(smoothed)
     return sum((w * x).sum() for w, x in zip(weights, outputs))
 
 
@@ -136,7 +141,7 @@ def test_parallel_passes_gradcheck():
 
     def f(*tensors):
         problem = {**p, **dict(zip(names, tensors))}
-        return sum(run(problem, parallel=True), ())
+        return values(problem, parallel=True)
 
     inputs = tuple(p[k].clone().requires_grad_() for k in names)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
@@ -149,9 +154,9 @@ def test_float32_long_sequence_with_wide_variances():
     means 2e-4 standard deviations, variances 8e-7, gains 7e-7 relative)."""
     p64 = make_problem(B=4, T=1024, D=16, seed=7, var_range=(1e-4, 1e2))
     p32 = {k: (v.float() if v.is_floating_point() else v) for k, v in p64.items()}
-    truth = sum(run(p64, parallel=False), ())
+    truth = values(p64, parallel=False)
     for parallel in (True, False):
-        f_mean, f_var, p_mean, p_var, s_mean, s_var, gain = sum(run(p32, parallel), ())
+        f_mean, f_var, p_mean, p_var, s_mean, s_var, gain = values(p32, parallel)
         for name, mean, var, ref_mean, ref_var in (
                 ("filtered", f_mean, f_var, truth[0], truth[1]),
                 ("predicted", p_mean, p_var, truth[2], truth[3]),
@@ -166,12 +171,12 @@ def test_float32_long_sequence_with_wide_variances():
 
 def test_missing_observations_are_ignored_even_if_nan():
     p = make_problem(B=2, T=10, D=3, seed=8, p_missing=0.4)
-    expected = sum(run(p, True), ())
+    expected = values(p, True)
     missing = ~p["mask"]
     p["y"] = p["y"].masked_fill(missing.unsqueeze(-1), float("nan")).requires_grad_()
     p["R"] = p["R"].masked_fill(missing.unsqueeze(-1), float("inf"))
     for parallel in (True, False):
-        got = sum(run(p, parallel), ())
+        got = values(p, parallel)
         for x, e in zip(got, expected):
             torch.testing.assert_close(x, e, rtol=0, atol=1e-12)
         (grad,) = torch.autograd.grad(got[4].sum(), p["y"])
@@ -181,10 +186,10 @@ def test_missing_observations_are_ignored_even_if_nan():
 def test_reset_splits_into_independent_episodes():
     p = make_problem(B=1, T=12, D=4, seed=9, p_reset=0.0)
     p["is_first"][0, 5] = True
-    whole = sum(run(p, True), ())
+    whole = values(p, True)
     for start, stop in ((0, 5), (5, 12)):
         part = {k: (v[:, start:stop] if v.dim() >= 2 and k not in ("mean0", "var0") else v) for k, v in p.items()}
-        for w, x in zip(whole, sum(run(part, True), ())):
+        for w, x in zip(whole, values(part, True)):
             torch.testing.assert_close(w[:, start:stop], x, rtol=0, atol=1e-12)
 
 
@@ -237,5 +242,25 @@ def test_broadcast_parameters_are_accepted():
     p["Q"] = p["Q"][:1, :1]  # (1, 1, 3): one noise level for all batches and steps
     p["var0"] = p["var0"][0]  # (3,): a learned initial variance
     full = dict(p, Q=p["Q"].expand(2, 6, 3), var0=p["var0"].expand(2, 3))
-    for x, e in zip(sum(run(p, True), ()), sum(run(full, False), ())):
+    for x, e in zip(values(p, True), values(full, False)):
         torch.testing.assert_close(x, e, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_smoother_reads_the_resets_from_the_filter_result(parallel):
+    """The filter result carries is_first (step 0 set), and the smoother uses it without being told:
+    nothing flows back across a reset, so smoothing the whole sequence equals smoothing each episode."""
+    p = make_problem(B=1, T=12, D=4, seed=11, p_reset=0.0)
+    p["is_first"][0, 6] = True
+    filtered, smoothed = run(p, parallel)
+    expected_flags = p["is_first"].clone()
+    expected_flags[:, 0] = True
+    assert torch.equal(filtered.is_first, expected_flags)
+    head = {k: (v[:, :6] if v.dim() >= 2 and k not in ("mean0", "var0") else v) for k, v in p.items()}
+    torch.testing.assert_close(smoothed.smoothed_mean[:, :6], run(head, parallel)[1].smoothed_mean, rtol=0, atol=1e-12)
+    # the same marginals without the flag would smooth across the reset: the flag is what matters
+    unflagged = filtered._replace(is_first=torch.zeros_like(filtered.is_first))
+    across = kalman_smoother(unflagged, p["A"], p["b"], p["Q"], parallel=parallel)
+    assert (across.smoothed_mean[:, 5] - smoothed.smoothed_mean[:, 5]).abs().max() > 1e-3
+    with pytest.raises(TypeError):
+        FilterResult(*tuple(filtered)[:4])  # no way to build one that forgets the resets

@@ -9,7 +9,8 @@ import torch
 from models import networks
 from models.rssm import RSSM, balanced_kl_loss, gaussian_kl
 
-SMALL = dict(deter_dim=12, stoch_dim=5, hidden_dim=16)
+# eval mode carries the posterior mean, so results are deterministic (the sampling default is tested below)
+SMALL = dict(deter_dim=12, stoch_dim=5, hidden_dim=16, sample_when_acting=False)
 
 
 def _small_state_networks():
@@ -40,13 +41,13 @@ def _assert_beliefs_equal(actual, expected, atol):
 @pytest.mark.parametrize("obs_shape, length", [((5,), 7), ((3, 64, 64), 3)])
 def test_observe_equals_successive_steps(obs_shape, length):
     torch.manual_seed(0)
-    model = RSSM(obs_shape, 2).double().eval()
+    model = RSSM(obs_shape, 2, sample_when_acting=False).double().eval()
     batch = _batch(obs_shape, 2, 2, length, torch.float64)
     batch["is_first"][0, length // 2] = True
     beliefs, last = model.observe(batch["obs"], batch["prev_action"], batch["is_first"])
     state = model.initial_state(2)
     for t in range(length):
-        state = model.step(state, batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t])
+        state = model.step(batch["obs"][:, t], batch["prev_action"][:, t], batch["is_first"][:, t], state)
         _assert_beliefs_equal(state, {k: v[:, t] for k, v in beliefs.items()}, atol=1e-12)
     _assert_beliefs_equal(last, state, atol=1e-12)
     assert beliefs["deter"].shape == (2, length, 200) and beliefs["mean"].shape == (2, length, 64)
@@ -80,6 +81,26 @@ def test_train_mode_samples_and_features_use_the_posterior_mean():
     assert noise.abs().min() > 0 and 0.3 < noise.std() < 3.0
     torch.testing.assert_close(model.features(beliefs), torch.cat([beliefs["deter"], beliefs["mean"]], -1),
                                atol=0, rtol=0)
+
+
+def test_acting_drives_the_gru_with_a_sampled_z_by_default():
+    """CoRAL acts with a posterior sample; `sample_when_acting = False` carries the posterior mean."""
+    batch = _batch((5,), 2, 2, 4)
+    sizes = dict(deter_dim=12, stoch_dim=5, hidden_dim=16)
+    torch.manual_seed(0)
+    sampling = RSSM((5,), 2, **sizes).eval()
+    torch.manual_seed(0)
+    mean_only = RSSM((5,), 2, **sizes, sample_when_acting=False).eval()
+    state = sampling.initial_state(2)
+    with torch.no_grad():
+        stepped = sampling.step(batch["obs"][:, 0], batch["prev_action"][:, 0], batch["is_first"][:, 0], state)
+        noise = (stepped["stoch"] - stepped["mean"]) / stepped["std"]
+        assert noise.abs().min() > 0 and 0.3 < noise.std() < 3.0
+        again = sampling.step(batch["obs"][:, 1], batch["prev_action"][:, 1], batch["is_first"][:, 1], stepped)
+        plain = mean_only.step(batch["obs"][:, 0], batch["prev_action"][:, 0], batch["is_first"][:, 0], state)
+        plain = mean_only.step(batch["obs"][:, 1], batch["prev_action"][:, 1], batch["is_first"][:, 1], plain)
+    assert torch.equal(plain["stoch"], plain["mean"])
+    assert not torch.allclose(again["deter"], plain["deter"], atol=1e-4)  # the sample reached the GRU
 
 
 @pytest.mark.parametrize("obs_shape", [(5,), (3, 64, 64)])
@@ -202,7 +223,7 @@ def test_bad_sequences_raise_one_clear_error():
     with pytest.raises(ValueError, match="prev_action must have shape"):
         model.observe(batch["obs"], batch["prev_action"][..., :1], batch["is_first"])
     with pytest.raises(ValueError, match="obs must have shape"):
-        model.step(model.initial_state(2), batch["obs"][:, 0, :3], batch["prev_action"][:, 0], batch["is_first"][:, 0])
+        model.step(batch["obs"][:, 0, :3], batch["prev_action"][:, 0], batch["is_first"][:, 0], model.initial_state(2))
     with pytest.raises(ValueError, match="batch keys"):
         model.loss({"obs": batch["obs"]})
 

@@ -29,8 +29,7 @@ def make_chain(B, T, D, seed=0, p_reset=0.25, dtype=F64):
 
 def infer(chain, parallel=True):
     filtered = kalman_filter(**chain, parallel=parallel)
-    smoothed = kalman_smoother(filtered, chain["A"], chain["b"], chain["Q"], parallel=parallel,
-                               is_first=chain["is_first"])
+    smoothed = kalman_smoother(filtered, chain["A"], chain["b"], chain["Q"], parallel=parallel)
     return filtered, smoothed
 
 

@@ -1,4 +1,4 @@
-"""The `WorldModel` contract, checked the same way for every model (Identity, RSSM, KalMamba, VRKN)
+"""The `WorldModel` contract, checked the same way for every model of tests/models/model_table.py
 on a state shape (5,) and on (3, 64, 64) uint8 images: observe == successive steps, resets,
 checkpoint round trips, one LatentSAC update, features, and clear errors for bad input."""
 import functools
@@ -11,42 +11,20 @@ import torch
 
 from agents.latent_sac import LatentSAC
 from agents.sac import SAC
-from models import networks
-from models.identity import Identity
-from models.kalmamba import KalMamba
-from models.rssm import RSSM
-from models.vrkn import VRKN
+from tests.models import model_table
+from tests.models.model_table import SHAPES
 
 ACTION_DIM = 2
-SHAPES = {"state": (5,), "image": (3, 64, 64)}
 
 
-def _networks(shape_name):
-    if shape_name == "image":
-        return (functools.partial(networks.ImageEncoder, depth=4), functools.partial(networks.ImageDecoder, depth=4))
-    return (functools.partial(networks.StateEncoder, hidden_dim=16, num_layers=2),
-            functools.partial(networks.StateDecoder, hidden_dim=16, num_layers=2))
-
-
-def make_model(name, shape_name, seed=0):
-    """Small instance of each model; latent != hidden width so KalMamba's projection is exercised."""
+def make_model(name, shape_name, seed=0, **overrides):
     torch.manual_seed(seed)
-    obs_shape = SHAPES[shape_name]
-    if name == "identity":
-        if shape_name == "image":
-            pytest.skip("Identity is defined for vector observations only")
-        return Identity(obs_shape, ACTION_DIM)
-    encoder_fn, decoder_fn = _networks(shape_name)
-    common = dict(obs_shape=obs_shape, action_dim=ACTION_DIM, encoder_fn=encoder_fn, decoder_fn=decoder_fn)
-    if name == "rssm":
-        return RSSM(**common, deter_dim=12, stoch_dim=4, hidden_dim=16)
-    if name == "kalmamba":
-        return KalMamba(**common, latent_dim=6, hidden_dim=10, d_state=4)
-    return VRKN(**common, latent_dim=6, hidden_dim=10)
+    return model_table.build(name, shape_name, ACTION_DIM, **overrides)
 
 
-ALL = [(m, s) for m in ("identity", "rssm", "kalmamba", "vrkn") for s in ("state", "image")]
-LEARNED = [(m, s) for m, s in ALL if m != "identity"]
+ALL = model_table.cases()
+LEARNED = model_table.cases(learned_only=True)
+NAMES = list(model_table.MODELS)
 
 
 def make_sequence(shape_name, B=3, T=7, dtype=torch.float64, seed=0, resets=((1, 3), (2, 5))):
@@ -74,7 +52,7 @@ def assert_beliefs_equal(actual, expected, atol, keys=None):
 
 
 @pytest.mark.parametrize("split", [1, 3, 5])
-@pytest.mark.parametrize("name", ["identity", "rssm", "kalmamba", "vrkn"])
+@pytest.mark.parametrize("name", NAMES)
 def test_observe_continues_from_a_state_exactly(name, split):
     """Two chunks, the second starting from the first's last state, equal one pass; the batch mixes
     a row that restarts exactly at the split (split 3, 5) with rows that continue across it."""
@@ -97,7 +75,7 @@ def test_observe_equals_successive_steps(name, shape_name):
         beliefs, last = model.observe(seq["obs"], seq["prev_action"], seq["is_first"])
         state, steps = model.initial_state(3), []
         for t in range(7):
-            state = model.step(state, seq["obs"][:, t], seq["prev_action"][:, t], seq["is_first"][:, t])
+            state = model.step(seq["obs"][:, t], seq["prev_action"][:, t], seq["is_first"][:, t], state)
             steps.append(state)
     stepped = {key: torch.stack([s[key] for s in steps], 1) for key in beliefs}
     assert_beliefs_equal(stepped, beliefs, atol=1e-10)
@@ -119,7 +97,7 @@ def test_mid_sequence_is_first_restarts_the_belief(name, shape_name):
         carried, _ = model.observe(seq["obs"], seq["prev_action"], no_reset)
     tail = {key: value[:, 4:] for key, value in beliefs.items()}
     assert_beliefs_equal(tail, fresh, atol=1e-12)
-    if name != "identity":  # the history must matter without the flag, or this test proves nothing
+    if model_table.MODELS[name].learned:  # the history must matter without the flag, or this test proves nothing
         assert not torch.allclose(model.features(carried)[:, 4:], model.features(fresh), atol=1e-6)
 
 
@@ -144,7 +122,7 @@ def test_state_dict_round_trip_reproduces_outputs_exactly(name, shape_name):
     (f1, l1, m1), (f2, l2, m2) = outputs
     assert torch.equal(f1, f2) and torch.equal(l1, l2)
     assert m1.keys() == m2.keys() and all(torch.equal(m1[k], m2[k]) for k in m1)
-    if name != "identity":
+    if model_table.MODELS[name].learned:
         other = make_model(name, shape_name, seed=2).eval()
         with torch.no_grad():
             beliefs, _ = other.observe(seq["obs"], seq["prev_action"], seq["is_first"])
@@ -165,7 +143,7 @@ def test_one_latent_sac_update_gives_finite_losses_and_gradients(name, shape_nam
         for param_name, param in module.named_parameters():
             if param.grad is not None:
                 assert torch.isfinite(param.grad).all(), param_name
-    if name != "identity":
+    if model_table.MODELS[name].learned:
         assert {"model/loss", "model/grad_norm"} <= metrics.keys()
         grads = [p.grad for p in model.parameters()]
         assert all(g is not None for g in grads)  # every parameter takes part in the loss
