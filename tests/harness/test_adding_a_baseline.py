@@ -30,6 +30,10 @@ import models.my_model
 ExponentialFilter.init_smoothing = 0.3        # initial weight of the previous belief
 """
 INCLUDE_LINE = "include 'gin/models/my_model.gin'\n"
+# Step 2: one line in the model table (and its import).
+TABLE_IMPORT = "from models.my_model import ExponentialFilter\n"
+TABLE_LINE = '    "my_model": ModelEntry(ExponentialFilter, {}, uses_networks=False, images=False),\n'
+
 EXPERIMENT_GIN = """\
 # My model + latent SAC on the noisy state suite.
 include 'gin/base.gin'
@@ -62,7 +66,7 @@ def test_step_2_observe_equals_successive_steps():
     beliefs, last = model.observe(obs, prev_action, is_first)
     state = model.initial_state(3)
     for t in range(7):
-        state = model.step(state, obs[:, t], prev_action[:, t], is_first[:, t])
+        state = model.step(obs[:, t], prev_action[:, t], is_first[:, t], state)
         for name in state:
             torch.testing.assert_close(beliefs[name][:, t], state[name], rtol=0, atol=1e-12)
     torch.testing.assert_close(last["mean"], state["mean"], rtol=0, atol=0)
@@ -99,10 +103,17 @@ def test_following_the_doc_touches_no_harness_file_and_reaches_the_leaderboard(t
     with open(repo / "gin" / "models" / "all.gin", "a") as f:
         f.write(INCLUDE_LINE)
     (repo / "gin" / "my_model_noisy.gin").write_text(EXPERIMENT_GIN)
+    table = repo / "tests" / "models" / "model_table.py"
+    text = table.read_text().replace("from models.vrkn import VRKN\n", "from models.vrkn import VRKN\n" + TABLE_IMPORT)
+    table.write_text(text.replace("MODELS = {\n", "MODELS = {\n" + TABLE_LINE))
     changed = _changed(before, _snapshot(repo))
     assert changed == {"models/my_model.py", "gin/models/my_model.gin", "gin/models/all.gin",
-                       "gin/my_model_noisy.gin"}
+                       "gin/my_model_noisy.gin", "tests/models/model_table.py"}
     assert changed <= _doc_files()
+    # Step 2: the contract tests run on the new model.
+    contract = _run(repo, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k", "my_model",
+                    "tests/models/test_world_models.py")
+    assert " passed" in contract and " failed" not in contract
 
     # Every gin file still parses and builds, the new experiment among them.
     _run(repo, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests/test_gin_files.py")

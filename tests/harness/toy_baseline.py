@@ -28,6 +28,7 @@ class ExponentialFilter(WorldModel):
             raise ValueError(f"ExponentialFilter needs vector observations, got shape {tuple(obs_shape)}")
         if not 0 < init_smoothing < 1:
             raise ValueError(f"init_smoothing must lie in (0, 1), got {init_smoothing}")
+        self.obs_shape, self.action_dim = tuple(int(s) for s in obs_shape), int(action_dim)
         self.feature_dim = int(obs_shape[0])
         self.smoothing_logit = nn.Parameter(torch.tensor(math.log(init_smoothing / (1 - init_smoothing))))
 
@@ -43,6 +44,7 @@ class ExponentialFilter(WorldModel):
 
     def observe(self, obs, prev_action, is_first, state=None):
         """obs (B, T, D) -> beliefs {'mean': (B, T, D)}, last state {'mean': (B, D)}; a loop of `step`."""
+        self._check_inputs(obs, prev_action, is_first)  # one clear error for mismatched shapes
         state = self.initial_state(obs.shape[0]) if state is None else state
         means = []
         for t in range(obs.shape[1]):
@@ -54,6 +56,7 @@ class ExponentialFilter(WorldModel):
         return belief["mean"]
 
     def loss(self, batch):
+        self._check_batch(batch)
         beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"])
         error = (beliefs["mean"][:, :-1] - batch["obs"][:, 1:].to(beliefs["mean"].dtype)).pow(2).sum(-1)
         valid = (~batch["is_first"][:, 1:]).float()

@@ -125,6 +125,8 @@ def test_state_dict_round_trip_reproduces_outputs_exactly(name, shape_name):
     if model_table.MODELS[name].learned:
         other = make_model(name, shape_name, seed=2).eval()
         with torch.no_grad():
+            for parameter in other.parameters():  # also a model whose initial weights are not random
+                parameter.add_(0.1 * torch.randn_like(parameter))
             beliefs, _ = other.observe(seq["obs"], seq["prev_action"], seq["is_first"])
         assert not torch.equal(other.features(beliefs), f1)  # different weights do change outputs
 
