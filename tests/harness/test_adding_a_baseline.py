@@ -78,7 +78,7 @@ def test_step_2_observe_equals_successive_steps():
 def test_toy_loss_trains_its_parameter():
     model = ExponentialFilter(obs_shape=(2,), action_dim=1)
     batch = {"obs": torch.randn(4, 9, 2), "prev_action": torch.zeros(4, 9, 1),
-             "is_first": torch.zeros(4, 9, dtype=torch.bool)}
+             "reward": torch.zeros(4, 9), "is_first": torch.zeros(4, 9, dtype=torch.bool)}
     loss, metrics, beliefs = model.loss(batch)
     loss.backward()
     assert model.smoothing_logit.grad is not None and model.smoothing_logit.grad != 0
