@@ -102,9 +102,13 @@ class Experiment:
                 "task": self.task, "seed": self.seed, "context_length": self.context_length}
 
     def run_dir(self, root="results") -> pathlib.Path:
-        """`<root>/<experiment>/<method>[+<variant>]/<suite>/<task>/ctx<T>/seed<k>`."""
-        return (pathlib.Path(root) / self.name / self.label / self.suite / self.task
-                / f"ctx{self.context_length}" / f"seed{self.seed}")
+        """`<root>/<experiment>/<method>[+<variant>]/<suite>/<task>[/<data>]/ctx<T>/seed<k>`, where a
+        runner with a `run_dir_level()` (the offline runner: the dataset's name) adds <data>."""
+        path = pathlib.Path(root) / self.name / self.label / self.suite / self.task
+        level = getattr(self._runner, "run_dir_level", None)
+        if level is not None:
+            path = path / level()
+        return path / f"ctx{self.context_length}" / f"seed{self.seed}"
 
 
 @gin.configurable

@@ -2,7 +2,8 @@
 
 Chosen by gin (`Experiment.runner = @OfflineRunner`, see gin/offline/), called by `harness.run`
 exactly as the online `Runner` (attributes env, device, schedule, last_eval_return, dataset_kind;
-`run(state)`), and writes the same run directory (results/README.md) through harness.rundir.
+`run(state)`), and writes the same run directory (results/README.md) through harness.rundir, one level deeper by
+default: `.../<task>/<dataset directory name>/ctx<K>/seed<k>`.
 
 No environment step is taken for training, so the x axis is gradient steps: metrics lines carry
 them in `env_step` (the contract's x axis; also written as `gradient_step`), and run.json's
@@ -19,7 +20,9 @@ agent factory the learner (`experiment.agent(policy=, action_dim=)`, `@ReturnCon
 """
 import collections
 import math
+import pathlib
 import random
+import re
 import statistics
 import sys
 import time
@@ -73,6 +76,17 @@ class Offline:
 
 @gin.configurable
 class OfflineRunner:
+    @staticmethod
+    def run_dir_level():
+        """The default run directory's level for the dataset: its directory name (runs on two
+        datasets of one task must not share a directory). Never raises: a missing binding is
+        reported when the runner is built."""
+        try:
+            name = pathlib.Path(Offline().dataset).resolve().name
+        except ValueError:
+            name = "no_dataset"
+        return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", name).lstrip(".") or "dataset"
+
     def __init__(self, experiment, run_dir, schedule=None, device="cpu", tensorboard=False, progress=True):
         self.experiment, self.run_dir = experiment, run_dir
         self.schedule = schedule or Offline()
