@@ -145,3 +145,13 @@ def test_both_policies_on_every_dataset_kind_aggregate_into_one_group_per_kind(s
     report = cli("harness.report", str(root), "--reps", "50")
     assert report.returncode == 0, report.stderr
     assert "offline: noisy_state/expert/ctx20" in (root / "report" / "leaderboard.md").read_text()
+
+
+def test_default_run_directory_names_the_dataset_and_online_ones_are_unchanged():
+    from harness import config
+    config.parse(["gin/offline/decision_mamba.gin"], ["Offline.dataset = 'datasets/cartpole_swingup-expert-v0'"])
+    assert config.make_experiment().run_dir("results").as_posix() == (
+        "results/offline/decision_mamba/noisy_state/cartpole_swingup/cartpole_swingup-expert-v0/ctx20/seed0")
+    config.parse(["gin/sac_noisy.gin"])
+    assert config.make_experiment().run_dir("results").as_posix() == (
+        "results/default/sac/noisy_state/cartpole_swingup/ctx32/seed0")
