@@ -2,8 +2,9 @@
 
 Scores follow rliable's one data contract, `{method: ndarray(num_runs, num_tasks[, num_points])}`,
 with DeepMind Control returns normalised as score = return / 1000. Runs are compared only inside a
-group of equal (experiment, suite, context length): one leaderboard per group, never runs of two
-experiments (two budgets, two protocols) on one. A group's rows ("methods" below) are the method
+group of equal (experiment, suite, dataset kind, context length): one leaderboard per group, never
+runs of two experiments (two budgets, two protocols) on one. The dataset kind ('replay', 'expert',
+'medium') separates the offline track's datasets; online runs have none. A group's rows ("methods" below) are the method
 with its variant label, `kalmamba+no_regulariser`, plus the observation/action noise where one
 method ran under several noise levels (`sac [obs 0, act 0]`). Within a group:
 
@@ -258,11 +259,11 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     groups, notes, included, labels = [], [], [], {}
     by_group = collections.defaultdict(list)
     for record in records:
-        by_group[(record.experiment, record.suite, record.context_length)].append(record)
-    if len({experiment for experiment, _, _ in by_group}) > 1:
-        notes.append(f"{results_dir} holds several experiments ({', '.join(sorted({e for e, _, _ in by_group}))}); "
+        by_group[(record.experiment, record.suite, record.dataset_kind or "", record.context_length)].append(record)
+    if len({key[0] for key in by_group}) > 1:
+        notes.append(f"{results_dir} holds several experiments ({', '.join(sorted({key[0] for key in by_group}))}); "
                      "each gets its own leaderboard")
-    for (experiment, suite, ctx), group in sorted(by_group.items()):
+    for (experiment, suite, kind, ctx), group in sorted(by_group.items()):
         group_labels = row_labels(group)
         tasks, selected, dropped, group_notes = select_runs(group, group_labels)
         exclusions += dropped
@@ -272,7 +273,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         result = aggregate_group(tasks, selected, reps, seed, confidence, taus)
         conditions = row_conditions([r for rs in selected.values() for runs in rs.values() for r in runs],
                                     group_labels)
-        groups.append({"experiment": experiment, "suite": suite, "context_length": ctx,
+        groups.append({"experiment": experiment, "suite": suite, "dataset_kind": kind or None, "context_length": ctx,
                        "conditions": conditions, **result})
         included += [r for m in selected.values() for rs in m.values() for r in rs]
         labels.update(group_labels)
@@ -296,7 +297,8 @@ def write_outputs(result, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = collections.defaultdict(list)
     for g in result["groups"]:
-        where = {"experiment": g["experiment"], "suite": g["suite"], "context_length": g["context_length"]}
+        where = {"experiment": g["experiment"], "suite": g["suite"], "dataset_kind": g.get("dataset_kind"),
+                 "context_length": g["context_length"]}
         for m in g["methods"]:
             for name, est in g["aggregates"][m].items():
                 tables["final_scores"].append({**where, "method": m, "metric": name, **est,
@@ -353,9 +355,10 @@ def _exclude(record, reason):
 
 
 def _label(group):
-    """'<experiment>: <suite>/ctx<T>' of a group (a dict from `aggregate` or one of its records)."""
-    get = group.get if isinstance(group, dict) else lambda key: getattr(group, key)
-    return f"{get('experiment')}: {get('suite')}/ctx{get('context_length')}"
+    """'<experiment>: <suite>[/<dataset kind>]/ctx<T>' of a group (a dict from `aggregate` or one of its records)."""
+    get = group.get if isinstance(group, dict) else lambda key: getattr(group, key, None)
+    kind = f"/{get('dataset_kind')}" if get('dataset_kind') else ""
+    return f"{get('experiment')}: {get('suite')}{kind}/ctx{get('context_length')}"
 
 
 def _number(value):

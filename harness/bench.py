@@ -1,11 +1,11 @@
-"""Benchmarks that print a table: `python -m harness.bench {env,kalman,models} [options]`.
+"""Benchmarks that print a table: `python -m harness.bench {acting,env,kalman,models} [options]`.
 
 Each benchmark lives in `harness/benchmarks/<name>.py` and exposes `main(argv)`.
 """
 import importlib
 import sys
 
-BENCHMARKS = ("env", "kalman", "models", "model-fit")
+BENCHMARKS = ("acting", "env", "kalman", "model-fit", "models")
 
 
 def main(argv=None):

@@ -63,11 +63,13 @@ class Experiment:
       env_fn: factory `(suite, task, seed) -> env`, normally `@make_env`.
       variant: optional label added to the method for ablations and sweep grid cells, e.g.
         'no_regulariser' or 'obs_noise_std=0.1'; the row is reported as `<method>+<variant>`.
+      runner: factory `(experiment, run_dir, device=, tensorboard=, progress=) -> runner`; None is
+        the online `harness.runner.Runner`, the offline track binds `@OfflineRunner`.
     """
 
     def __init__(self, name="default", suite=gin.REQUIRED, task=gin.REQUIRED, seed=0,
                  context_length=32, world_model=gin.REQUIRED, agent=gin.REQUIRED,
-                 env_fn=gin.REQUIRED, variant=""):
+                 env_fn=gin.REQUIRED, variant="", runner=None):
         self.name = check_label("Experiment.name", name)
         self.suite = suite
         self.task = task
@@ -78,6 +80,15 @@ class Experiment:
         self.variant = check_label("Experiment.variant", variant, allow_empty=True)
         self.agent = agent
         self.env_fn = env_fn
+        self._runner = runner
+
+    @property
+    def runner(self):
+        """The runner factory (imported only when asked for: it pulls in torch and dm_control)."""
+        if self._runner is None:
+            from harness.runner import Runner
+            return Runner
+        return self._runner
 
     @property
     def label(self) -> str:
@@ -91,9 +102,13 @@ class Experiment:
                 "task": self.task, "seed": self.seed, "context_length": self.context_length}
 
     def run_dir(self, root="results") -> pathlib.Path:
-        """`<root>/<experiment>/<method>[+<variant>]/<suite>/<task>/ctx<T>/seed<k>`."""
-        return (pathlib.Path(root) / self.name / self.label / self.suite / self.task
-                / f"ctx{self.context_length}" / f"seed{self.seed}")
+        """`<root>/<experiment>/<method>[+<variant>]/<suite>/<task>[/<data>]/ctx<T>/seed<k>`, where a
+        runner with a `run_dir_level()` (the offline runner: the dataset's name) adds <data>."""
+        path = pathlib.Path(root) / self.name / self.label / self.suite / self.task
+        level = getattr(self._runner, "run_dir_level", None)
+        if level is not None:
+            path = path / level()
+        return path / f"ctx{self.context_length}" / f"seed{self.seed}"
 
 
 @gin.configurable
@@ -112,11 +127,13 @@ class Schedule:
       checkpoint_every: environment steps between checkpoints (also after each evaluation).
       log_every: environment steps between train-metric lines.
       replay_capacity: agent steps kept in replay.
+      keep_checkpoints_at: env steps at which a copy of the agent is kept besides the rolling
+        checkpoint (the first checkpoint at or after each mark), e.g. for `harness.collect --kind medium`.
     """
 
     def __init__(self, total_env_steps=1_000_000, prefill_env_steps=5_000, agent_steps_per_update=2,
                  batch_size=32, eval_every=10_000, eval_episodes=10, checkpoint_every=10_000,
-                 log_every=1_000, replay_capacity=1_000_000):
+                 log_every=1_000, replay_capacity=1_000_000, keep_checkpoints_at=()):
         self.total_env_steps = check_int("Schedule.total_env_steps", total_env_steps, 1)
         self.prefill_env_steps = check_int("Schedule.prefill_env_steps", prefill_env_steps, 0)
         self.agent_steps_per_update = check_int("Schedule.agent_steps_per_update", agent_steps_per_update, 1)
@@ -126,3 +143,7 @@ class Schedule:
         self.checkpoint_every = check_int("Schedule.checkpoint_every", checkpoint_every, 1)
         self.log_every = check_int("Schedule.log_every", log_every, 1)
         self.replay_capacity = check_int("Schedule.replay_capacity", replay_capacity, 1)
+        if isinstance(keep_checkpoints_at, (str, bytes)) or not hasattr(keep_checkpoints_at, "__iter__"):
+            raise ValueError(f"Schedule.keep_checkpoints_at must be a list of env steps, got {keep_checkpoints_at!r}")
+        self.keep_checkpoints_at = tuple(sorted(check_int("Schedule.keep_checkpoints_at", mark, 1)
+                                                for mark in keep_checkpoints_at))

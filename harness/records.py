@@ -35,6 +35,7 @@ class RunRecord:
     eval_steps: (P,) int64 env steps of the eval points, strictly increasing.
     eval_returns: (P,) float64 mean undiscounted episode return at each eval point.
     env_steps_per_s: median of the train lines' `env_steps_per_s`, None without train lines.
+    dataset_kind: offline runs: the kind of dataset trained on (harness.datasets); None online.
     """
     path: str
     experiment: str
@@ -53,6 +54,7 @@ class RunRecord:
     eval_steps: np.ndarray
     eval_returns: np.ndarray
     env_steps_per_s: float | None
+    dataset_kind: str | None = None
 
     @property
     def final_return(self) -> float:
@@ -61,7 +63,8 @@ class RunRecord:
     @property
     def condition(self) -> tuple:
         """What tells two rows of one leaderboard apart besides the method."""
-        return (self.variant, _sortable(self.obs_noise_std), _sortable(self.action_noise_std))
+        return (self.variant, _sortable(self.obs_noise_std), _sortable(self.action_noise_std),
+                self.dataset_kind or "")
 
     @property
     def key(self) -> tuple:
@@ -136,7 +139,8 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         total_env_steps=_int_or_none(info.get("total_env_steps")),
         wall_clock_s=_number(info.get("wall_clock_s")),
         eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
-        env_steps_per_s=float(np.median(speeds)) if speeds else None)
+        env_steps_per_s=float(np.median(speeds)) if speeds else None,
+        dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None)
 
 
 def _read_info(path):

@@ -67,7 +67,8 @@ def render_figures(result):
         figures.append(Figure(filename, title, section, buffer.getvalue()))
 
     for g in result["groups"]:
-        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}_ctx{g['context_length']}"
+        kind = f"_{g['dataset_kind']}" if g.get("dataset_kind") else ""
+        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}{kind}_ctx{g['context_length']}"
         methods = g["methods"]
         points = {m: np.array([g["aggregates"][m][k]["point"] for k in result["metric_names"]])
                   for m in methods}
@@ -139,7 +140,8 @@ def render_figures(result):
 
 
 def section_label(group):
-    return f"{group['experiment']}: {group['suite']}/ctx{group['context_length']}"
+    kind = f"/{group['dataset_kind']}" if group.get("dataset_kind") else ""
+    return f"{group['experiment']}: {group['suite']}{kind}/ctx{group['context_length']}"
 
 
 def condition_rows(group):

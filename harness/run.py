@@ -112,7 +112,7 @@ def _check_and_build(args, experiment, run_dir, device) -> Plan:
             if info is None:
                 raise rundir.RunDirectoryError(f"cannot resume {run_dir.path}: it holds no {rundir.RUN_FILE}")
             mismatch = identity_mismatch({**rundir.identity(info), "obs_noise_std": None,
-                                          "action_noise_std": None}, experiment.spec())
+                                          "action_noise_std": None, "dataset_kind": None}, experiment.spec())
             if mismatch is None and run_dir.config.is_file():
                 mismatch = config_mismatch(run_dir.config.read_text(), gin.config_str(), shared_only=True)
             if mismatch:
@@ -120,13 +120,12 @@ def _check_and_build(args, experiment, run_dir, device) -> Plan:
             if info.get("status") == rundir.DONE:
                 return Plan(experiment, run_dir, info)
 
-    from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
-    try:
-        runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
-                        progress=not args.no_progress)
+    try:  # builds envs and models (and reads an offline dataset): the remaining user errors surface here
+        runner = experiment.runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
+                                   progress=not args.no_progress)
     except (ValueError, TypeError, RenderingUnavailableError) as error:  # bad task, shapes, references
         raise config.ConfigError(config.one_line(error)) from error
-    identity = run_identity(experiment, runner.env)
+    identity = run_identity(experiment, runner.env, getattr(runner, "dataset_kind", None))
     state = None
     if args.resume and info is not None:
         mismatch = identity_mismatch(info, identity)

@@ -5,6 +5,7 @@ The identity recorded in run.json (fields in harness.rundir.IDENTITY_FIELDS / CO
     experiment, suite, task, seed, context_length   Experiment's own fields
     method, variant, world_model                    the bound world model's `name` and class
     obs_noise_std, action_noise_std                 the noise of the environment actually built
+    dataset_kind                                    offline runs: the kind the dataset records
 
 Resuming compares these field by field, then every binding of the operative gin config except the
 ones that only set the budget or how often to log, evaluate and checkpoint (RESUMABLE_BINDINGS):
@@ -21,12 +22,13 @@ RESUMABLE_BINDINGS = frozenset({
 })
 
 
-def run_identity(experiment, env) -> dict:
-    """Identity fields of a run whose environment `env` has been built."""
+def run_identity(experiment, env, dataset_kind=None) -> dict:
+    """Identity fields of a run whose environment `env` (and offline dataset) has been built."""
     conditions = getattr(env, "conditions", {})
     return {**experiment.spec(),
             "obs_noise_std": conditions.get("obs_noise_std"),
-            "action_noise_std": conditions.get("action_noise_std")}
+            "action_noise_std": conditions.get("action_noise_std"),
+            "dataset_kind": dataset_kind}
 
 
 def identity_mismatch(recorded: dict, current: dict):

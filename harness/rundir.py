@@ -22,6 +22,7 @@ import math
 import os
 import pathlib
 import platform
+import re
 import shutil
 import subprocess
 
@@ -44,7 +45,7 @@ IDENTITY_FIELDS = {"experiment": str, "method": str, "suite": str, "task": str, 
                    "context_length": int}
 # Identity fields added later; records written before them read as these defaults.
 CONDITION_DEFAULTS = {"variant": "", "world_model": None, "obs_noise_std": None,
-                      "action_noise_std": None}
+                      "action_noise_std": None, "dataset_kind": None}  # dataset_kind: offline runs only
 
 
 class RunDirectoryError(ValueError):
@@ -136,6 +137,7 @@ class RunDirectory:
         self.checkpoint = self.path / CHECKPOINT_DIR
         self.state_file = self.checkpoint / "state.pt"
         self.replay_dir = self.checkpoint / "replay"
+        self.kept_dir = self.checkpoint / "kept"
         self.tensorboard = self.path / TENSORBOARD_DIR
         self._lock = None
 
@@ -210,7 +212,7 @@ class RunDirectory:
 
     def remove_stale_temporaries(self):
         """`*.tmp` files of writes that a killed process left half done (call under the lock)."""
-        for directory in (self.path, self.checkpoint, self.replay_dir):
+        for directory in (self.path, self.checkpoint, self.replay_dir, self.kept_dir):
             if directory.is_dir():
                 for tmp in directory.glob("*.tmp"):
                     tmp.unlink(missing_ok=True)
@@ -272,6 +274,36 @@ class RunDirectory:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def kept_policy_file(self, mark):
+        """Where the agent kept for the env-step mark `mark` (Schedule.keep_checkpoints_at) lives."""
+        return self.kept_dir / f"agent_{int(mark)}.pt"
+
+    def kept_policy_marks(self):
+        """Sorted marks that have a kept agent."""
+        found = (re.fullmatch(r"agent_(\d+)\.pt", p.name) for p in self.kept_dir.glob("agent_*.pt"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def save_kept_policy(self, mark, kept):
+        """kept: {"env_step": int, "agent": state_dict}; written atomically."""
+        import torch
+        self.kept_dir.mkdir(parents=True, exist_ok=True)
+        path = self.kept_policy_file(mark)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            torch.save(kept, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def load_kept_policy(self, mark, map_location):
+        import torch
+        try:
+            return torch.load(self.kept_policy_file(mark), map_location=map_location, weights_only=False)
+        except Exception as error:
+            raise RunDirectoryError(f"cannot read the kept agent {self.kept_policy_file(mark)} "
+                                    f"({type(error).__name__})") from error
 
     def load_state(self, map_location):
         """The checkpoint, or None when none was taken; RunDirectoryError when it cannot be read."""

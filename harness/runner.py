@@ -224,6 +224,9 @@ class Runner:
     # -- checkpointing -----------------------------------------------------------------------------
     def _checkpoint(self):
         c = self.counters
+        for mark in self.schedule.keep_checkpoints_at:
+            if mark <= c["env_step"] and not self.run_dir.kept_policy_file(mark).exists():
+                self.run_dir.save_kept_policy(mark, {"env_step": c["env_step"], "agent": self.agent.state_dict()})
         while c["next_checkpoint"] <= c["env_step"]:
             c["next_checkpoint"] += self.schedule.checkpoint_every
         c["metrics_bytes"] = self.run_dir.metrics_size()
