@@ -1,4 +1,4 @@
-"""Benchmarks that print a table: `python -m harness.bench {acting,env,kalman,models} [options]`.
+"""Benchmarks that print a table: `python -m harness.bench {acting,env,kalman,model-fit,models} [options]`.
 
 Each benchmark lives in `harness/benchmarks/<name>.py` and exposes `main(argv)`.
 """
