@@ -1,7 +1,7 @@
 """Train and evaluate one run.
 
     python -m harness.run --gin gin/kalmamba_noisy.gin [--gin gin/quick.gin] [--bind 'Name.param=value']
-                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda] [--tensorboard]
+                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda|cuda:N] [--tensorboard]
 
 Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
 gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
@@ -15,6 +15,7 @@ import traceback
 from harness import config
 from harness import rundir
 from harness.cli import CliParser
+from harness.device import DEVICE_HELP, device_arg, resolve_device
 from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
 
@@ -44,19 +45,13 @@ def parse_args(argv):
                       help="continue from the run directory's checkpoint (the configuration must match)")
     mode.add_argument("--overwrite", action="store_true",
                       help="delete the files of an existing run first (only a directory holding run.json)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard summaries to <run>/tb")
+    parser.add_argument("--video", action="store_true",
+                        help="write an mp4 of the first eval episode of every evaluation to <run>/videos "
+                             "(Schedule.video_every sets a sparser cadence)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def resolve_device(name):
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise config.ConfigError("--device cuda: no CUDA device is available")
-    return name
 
 
 class Plan:
@@ -94,6 +89,7 @@ def prepare(args) -> Plan:
 def _check_and_build(args, experiment, run_dir, device) -> Plan:
     import gin
     from envs.rendering import RenderingUnavailableError
+    from harness.video import VideoUnavailableError
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise config.ConfigError(f"run directory {run_dir.path} is a file")
     existed = run_dir.exists()
@@ -123,8 +119,8 @@ def _check_and_build(args, experiment, run_dir, device) -> Plan:
     from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
     try:
         runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
-                        progress=not args.no_progress)
-    except (ValueError, TypeError, RenderingUnavailableError) as error:  # bad task, shapes, references
+                        progress=not args.no_progress, video_every_eval=args.video)
+    except (ValueError, TypeError, RenderingUnavailableError, VideoUnavailableError) as error:  # bad task, shapes, references
         raise config.ConfigError(config.one_line(error)) from error
     identity = run_identity(experiment, runner.env)
     state = None

@@ -27,6 +27,7 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
+from harness import episodes, video
 from harness.experiment import Schedule
 from harness.tensorboard import TensorBoardWriter
 
@@ -37,7 +38,7 @@ class NonFiniteMetricError(RuntimeError):
 
 class Runner:
     def __init__(self, experiment, run_dir, schedule=None, device="cpu", tensorboard=False,
-                 progress=True):
+                 progress=True, video_every_eval=False):
         self.experiment = experiment
         self.run_dir = run_dir
         self.schedule = schedule or Schedule()
@@ -52,13 +53,18 @@ class Runner:
         world_model = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim)
         self.agent = experiment.agent(world_model=world_model, action_dim=self.env.action_dim).to(self.device)
         self._check_schedule()
+        self.video_every_eval = video_every_eval  # --video; else Schedule.video_every decides
+        if video_every_eval or self.schedule.video_every:
+            video.check_available()
+            self.eval_env.render()  # fails here, before anything is written, when OpenGL is missing
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)
         self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0, "prefill_agent_steps": 0,
                          "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
                          "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0,
-                         "last_log_env_step": 0, "last_log_clock": 0.0, "eval_s": 0.0, "last_log_eval_s": 0.0}
+                         "last_log_env_step": 0, "last_log_clock": 0.0, "eval_s": 0.0, "last_log_eval_s": 0.0,
+                         "next_video": 0, "kept_checkpoints": 0}
         self.last_eval_return = float("nan")
         self._train_metrics = collections.defaultdict(list)
         self._episode_returns = []
@@ -160,7 +166,10 @@ class Runner:
     def _evaluate(self, clock):
         c = self.counters
         began = time.perf_counter()
-        returns = [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+        frames = [] if self._video_due() else None
+        returns = [self._run_eval_episode(i, frames if i == 0 else None) for i in range(self.schedule.eval_episodes)]
+        if frames is not None:
+            video.write_mp4(self.run_dir.video_file(c["env_step"]), frames, self.eval_env.metadata["render_fps"])
         c["eval_s"] += time.perf_counter() - began
         self.last_eval_return = float(np.mean(returns))
         record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
@@ -172,18 +181,17 @@ class Runner:
         while c["next_eval"] <= c["env_step"]:
             c["next_eval"] += self.schedule.eval_every
 
-    def _run_eval_episode(self, index):
-        evaluation = self.counters["env_step"] // max(self.schedule.eval_every, 1)
-        obs, _ = self.eval_env.reset(seed=self.experiment.seed * 7919 + evaluation * 1000 + index)
-        state = self.agent.initial_state(1)
-        prev_action = np.zeros(self.env.action_dim, np.float32)
-        is_first, total, done = True, 0.0, False
-        while not done:
-            action, state = self.agent.act(state, obs[None], prev_action[None], [is_first], deterministic=True)
-            obs, reward, terminated, truncated, _ = self.eval_env.step(action[0])
-            total += reward
-            prev_action, is_first, done = action[0], False, terminated or truncated
-        return total
+    def _run_eval_episode(self, index, frames=None):
+        seed = episodes.eval_seed(self.experiment.seed, self.counters["env_step"], self.schedule.eval_every, index)
+        return episodes.run_eval_episode(self.agent, self.eval_env, seed, frames)
+
+    def _video_due(self):
+        c, every = self.counters, self.schedule.video_every
+        if not (self.video_every_eval or every) or c["env_step"] < c["next_video"]:
+            return False
+        while every and c["next_video"] <= c["env_step"]:
+            c["next_video"] += every
+        return True
 
     def _log_train(self, clock):
         c = self.counters
@@ -224,6 +232,10 @@ class Runner:
         while c["next_checkpoint"] <= c["env_step"]:
             c["next_checkpoint"] += self.schedule.checkpoint_every
         c["metrics_bytes"] = self.run_dir.metrics_size()
+        marks_passed = sum(mark <= c["env_step"] for mark in self.schedule.keep_checkpoints_at)
+        if marks_passed > c["kept_checkpoints"]:
+            self.run_dir.save_kept_agent(c["env_step"], self.agent.state_dict())
+            c["kept_checkpoints"] = marks_passed
         self.replay.save(self.run_dir.replay_dir)
         self.run_dir.save_state({
             "counters": dict(c),
@@ -258,6 +270,7 @@ class Runner:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
+        self.run_dir.remove_kept_agents_after(self.counters["env_step"])
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
