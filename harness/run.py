@@ -1,7 +1,8 @@
 """Train and evaluate one run.
 
     python -m harness.run --gin gin/kalmamba_noisy.gin [--gin gin/quick.gin] [--bind 'Name.param=value']
-                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda|cuda:N] [--tensorboard]
+                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda|cuda:N]
+                          [--tensorboard] [--wandb] [--video]
 
 Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
 gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
@@ -50,8 +51,18 @@ def parse_args(argv):
     parser.add_argument("--video", action="store_true",
                         help="write an mp4 of the first eval episode of every evaluation to <run>/videos "
                              "(Schedule.video_every sets a sparser cadence)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log to Weights & Biases (run identity and gin bindings as its config; "
+                             "files in <run>/wandb; WANDB_MODE=offline logs without an account)")
+    parser.add_argument("--wandb-project", default="ssm-bench", metavar="NAME", help="W&B project (default ssm-bench)")
+    parser.add_argument("--wandb-entity", metavar="NAME", help="W&B entity (default: your default entity)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
+
+
+def wandb_options(args):
+    from harness.loggers import WandbOptions
+    return WandbOptions(args.wandb_project, args.wandb_entity) if args.wandb else None
 
 
 class Plan:
@@ -68,11 +79,10 @@ def prepare(args) -> Plan:
     Raises ConfigError or RunDirectoryError with a one-line message. Holds the run directory's lock
     on return (when there is something to train).
     """
-    from harness.tensorboard import TensorBoardWriter
+    from harness import loggers
 
     device = resolve_device(args.device)
-    if args.tensorboard:
-        TensorBoardWriter.check_available()
+    loggers.check_available(args.tensorboard, wandb_options(args))
     config.parse(args.gin, args.bind)
     try:
         experiment = config.make_experiment()
@@ -119,7 +129,8 @@ def _check_and_build(args, experiment, run_dir, device) -> Plan:
     from harness.runner import Runner  # builds envs and models: the remaining user errors surface here
     try:
         runner = Runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
-                        progress=not args.no_progress, video_every_eval=args.video)
+                        progress=not args.no_progress, video_every_eval=args.video,
+                        wandb=wandb_options(args))
     except (ValueError, TypeError, RenderingUnavailableError, VideoUnavailableError) as error:  # bad task, shapes, references
         raise config.ConfigError(config.one_line(error)) from error
     identity = run_identity(experiment, runner.env)

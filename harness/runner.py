@@ -27,9 +27,8 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
-from harness import episodes, video
+from harness import episodes, loggers, video
 from harness.experiment import Schedule
-from harness.tensorboard import TensorBoardWriter
 
 
 class NonFiniteMetricError(RuntimeError):
@@ -38,14 +37,14 @@ class NonFiniteMetricError(RuntimeError):
 
 class Runner:
     def __init__(self, experiment, run_dir, schedule=None, device="cpu", tensorboard=False,
-                 progress=True, video_every_eval=False):
+                 progress=True, video_every_eval=False, wandb=None):
         self.experiment = experiment
         self.run_dir = run_dir
         self.schedule = schedule or Schedule()
         self.device = torch.device(device)
         self.progress = progress
-        self.use_tensorboard = tensorboard
-        self.tensorboard = None  # opened in run(), once the run directory is in place
+        self.logger_options = {"tensorboard": tensorboard, "wandb": wandb}  # see harness.loggers
+        self.logger = None  # opened in run(), once the run directory is in place
         self._seed_everything(experiment.seed)
         self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task, seed=experiment.seed)
         self.eval_env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
@@ -88,8 +87,7 @@ class Runner:
     def run(self, state=None):
         """Train until `total_env_steps`, continuing from `state` (a loaded checkpoint) if given."""
         self._restore(state)
-        if self.use_tensorboard:
-            self.tensorboard = TensorBoardWriter(self.run_dir.path / "tb")
+        self.logger = loggers.open_loggers(self.run_dir, **self.logger_options)
         bar = self._progress_bar()
         start, start_clock = time.perf_counter(), self.counters["wall_clock_s"]
         try:
@@ -105,8 +103,7 @@ class Runner:
                                 sps=f"{self.counters['env_step'] / max(clock, 1e-9):.0f}")
         finally:
             bar.close()
-            if self.tensorboard:
-                self.tensorboard.close()
+            self.logger.close()
         self.counters["wall_clock_s"] = start_clock + time.perf_counter() - start
         if self.counters["updates"] == 0:
             raise RuntimeError("the run ended without a single gradient update")
@@ -175,9 +172,7 @@ class Runner:
         record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
                   "return_std": float(np.std(returns)), "returns": [float(r) for r in returns],
                   "wall_clock_s": round(clock, 3)}
-        self.run_dir.append_metrics(record)
-        if self.tensorboard:
-            self.tensorboard.write(c["env_step"], {"eval/return": self.last_eval_return})
+        self.logger.write(record)
         while c["next_eval"] <= c["env_step"]:
             c["next_eval"] += self.schedule.eval_every
 
@@ -203,14 +198,11 @@ class Runner:
                   / max(clock - c["last_log_clock"] - (c["eval_s"] - c["last_log_eval_s"]), 1e-9),
                   "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
         record.update(self._mean_train_metrics())
-        self.run_dir.append_metrics(record)
+        self.logger.write(record)
         nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if nonfinite:
             raise NonFiniteMetricError(f"non-finite train metric {nonfinite[0]} = {record[nonfinite[0]]} "
                                        f"at env step {c['env_step']} (all: {', '.join(nonfinite)})")
-        if self.tensorboard:
-            self.tensorboard.write(c["env_step"], {k: v for k, v in record.items()
-                                                   if k.startswith("train/") and v is not None})
         self._train_metrics.clear()
         self._episode_returns.clear()
         c["last_log_env_step"], c["last_log_clock"], c["last_log_eval_s"] = c["env_step"], clock, c["eval_s"]
