@@ -178,6 +178,8 @@ def aggregate_group(tasks, selected, reps, seed, confidence=0.95, taus=DEFAULT_T
                                        "high": profile_cis[m][1].tolist()} for m in methods}},
         "probability_of_improvement": [],
         "sample_efficiency": {"env_steps": steps},
+        # every kept run's own eval points, and where it came from, for per-task curves and provenance
+        "runs_detail": {m: {t: [_run_detail(r) for r in selected[m][t]] for t in tasks} for m in methods},
     }
     pairs = list(itertools.combinations(methods, 2))
     if pairs:
@@ -345,6 +347,11 @@ def _task_summary(runs):
     return {"num_runs": len(runs), "mean_return": float(returns.mean()),
             "std_return": float(returns.std(ddof=1)) if len(runs) > 1 else 0.0,
             "seeds": [r.seed for r in runs], "returns": returns.tolist()}
+
+
+def _run_detail(run):
+    return {"seed": run.seed, "path": run.path, "env_steps": run.eval_steps.tolist(),
+            "returns": run.eval_returns.tolist(), **run.provenance}
 
 
 def _exclude(record, reason):

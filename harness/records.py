@@ -22,6 +22,7 @@ from harness import rundir
 from harness.rundir import METRICS_FILE, RUN_FILE
 
 MANIFEST_FILE = "sweep.json"
+PROVENANCE_FIELDS = ("git_commit", "versions", "device", "bindings")
 
 
 class ResultsError(ValueError):
@@ -35,6 +36,7 @@ class RunRecord:
     eval_steps: (P,) int64 env steps of the eval points, strictly increasing.
     eval_returns: (P,) float64 mean undiscounted episode return at each eval point.
     env_steps_per_s: median of the train lines' `env_steps_per_s`, None without train lines.
+    provenance: run.json's git_commit, versions, device and bindings (None where not recorded).
     """
     path: str
     experiment: str
@@ -53,6 +55,7 @@ class RunRecord:
     eval_steps: np.ndarray
     eval_returns: np.ndarray
     env_steps_per_s: float | None
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_return(self) -> float:
@@ -136,7 +139,8 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         total_env_steps=_int_or_none(info.get("total_env_steps")),
         wall_clock_s=_number(info.get("wall_clock_s")),
         eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
-        env_steps_per_s=float(np.median(speeds)) if speeds else None)
+        env_steps_per_s=float(np.median(speeds)) if speeds else None,
+        provenance={key: info.get(key) for key in PROVENANCE_FIELDS})
 
 
 def _read_info(path):
