@@ -40,7 +40,7 @@ def episodes_arg(text):
 
 
 def parse_args(argv):
-    parser = CliParser(prog="python -m harness.evaluate", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser = CliParser(prog="python -m harness.evaluate", doc=__doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding run.json, config.gin, checkpoint/)")
     parser.add_argument("--episodes", type=episodes_arg, metavar="N",
                         help="episodes to run (default: the run's Schedule.eval_episodes)")
@@ -48,7 +48,7 @@ def parse_args(argv):
                         help="the latest checkpoint (default) or the agent kept at env step STEP")
     parser.add_argument("--video", action="store_true",
                         help="also write an mp4 of the first episode next to the result")
-    parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--device", type=device_arg, default="auto", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP)
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,7 @@ Aggregates RESULTS_DIR (see harness.aggregate; its JSON and CSV tables are writt
     <out>/figures/*.png, *.svg
 
 Per (experiment, suite, context length) group: the leaderboard, what each row ran, final return per
-task (a cell with fewer than MIN_SEEDS seeds is marked, with a warning: its intervals are not
+task (a cell with fewer than 3 seeds (MIN_SEEDS) is marked, with a warning: its intervals are not
 meaningful), provenance per method (commit, package versions, device, bindings, a config.gin), every
 run with a link to its directory, and the figures of harness/report_figures.py. Methods appear in one
 order everywhere, best IQM first. Then wall-clock cost and the excluded, incomplete and failed runs
@@ -234,7 +234,8 @@ def _write_all(result, args):
 
 def main(argv=None):
     return aggregate_lib.run_cli(sys.argv[1:] if argv is None else argv, _write_all,
-                                 prog="harness.report", description=__doc__)
+                                 prog="harness.report", description=__doc__,
+                                 default_out="RESULTS_DIR/report, with the aggregate tables in RESULTS_DIR/aggregate")
 
 
 if __name__ == "__main__":

@@ -34,19 +34,20 @@ def _on_signal(signum, frame):
 
 
 def parse_args(argv):
-    parser = CliParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m harness.run", doc=__doc__)
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin file (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="gin binding such as \"Experiment.seed=3\" (repeatable)")
-    parser.add_argument("--out", help="run directory (default <root>/<experiment>/<method>[+<variant>]/"
-                                      "<suite>/<task>/ctx<T>/seed<k>)")
-    parser.add_argument("--root", default="results", help="results root for the default run directory")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default ROOT/<experiment>/<method>[+<variant>]/"
+                                                     "<suite>/<task>/ctx<T>/seed<k>)")
+    parser.add_argument("--root", default="results", metavar="ROOT",
+                        help="results root of the default run directory (default: results)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue from the run directory's checkpoint (the configuration must match)")
     mode.add_argument("--overwrite", action="store_true",
                       help="delete the files of an existing run first (only a directory holding run.json)")
-    parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--device", type=device_arg, default="auto", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP)
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard summaries to <run>/tb")
     parser.add_argument("--video", action="store_true",
                         help="write an mp4 of the first eval episode of every evaluation to <run>/videos "
