@@ -36,6 +36,11 @@ def parse_args(argv):
                         help="local: runs at once (default: CPUs / Sweep.num_cpus, or GPUs x --runs-per-gpu); "
                              "ray: most runs in flight (default: all), and without --address the local Ray "
                              "instance gets N x Sweep.num_cpus CPUs")
+    parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
+                        help="local: GPUs to run on (as CUDA_VISIBLE_DEVICES names them); each run sees one, "
+                             "set in its CUDA_VISIBLE_DEVICES (ray: use Sweep.num_gpus instead)")
+    parser.add_argument("--runs-per-gpu", type=positive_int, metavar="N",
+                        help="local, with --gpus: runs sharing one GPU at a time (default 1)")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster to join ('auto' or host:port); "
                                                           "none starts a local Ray instance")
     parser.add_argument("--grace", type=non_negative_float, default=10.0, metavar="SECONDS",
@@ -44,17 +49,33 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def gpu_list(text):
+    """argparse type: '0,1' -> ['0', '1'] (distinct non-negative integers)."""
+    import argparse
+    gpus = text.split(",")
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas, got {text!r}")
+    return gpus
+
+
 def check_executor_args(args):
     if args.workers is not None and args.workers < 1:
         raise executors_lib.ExecutorError(f"--workers must be at least 1, got {args.workers}")
     if args.executor == "local" and args.address:
         raise executors_lib.ExecutorError("--address needs --executor ray")
+    if args.executor == "ray" and args.gpus:
+        raise executors_lib.ExecutorError("--gpus is for --executor local; Ray places runs on GPUs by Sweep.num_gpus")
+    if args.runs_per_gpu is not None and not args.gpus:
+        raise executors_lib.ExecutorError("--runs-per-gpu needs --gpus")
 
 
 def make_executor(args, sweep):
     """(executor, parallelism) for the command-line options."""
     check_executor_args(args)
     if args.executor == "local":
+        if args.gpus:
+            executor = executors_lib.LocalExecutor(args.workers, args.gpus, args.runs_per_gpu or 1)
+            return executor, executor.workers
         workers = args.workers or max(1, int((os.cpu_count() or 1) // sweep.num_cpus))
         return executors_lib.LocalExecutor(workers), workers
     local_cpus = args.workers * sweep.num_cpus if args.workers else None
