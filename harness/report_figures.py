@@ -130,7 +130,7 @@ def intervals_figure(group, colors, metric_names):
     fig, _ = plot_utils.plot_interval_estimates(
         points, cis, metric_names=metric_names, algorithms=order, colors=colors,
         xlabel="Normalized score (return / 1000)", subfigure_width=3.6, max_ticks=3,
-        row_height=max(0.5, 0.45 * len(order)), xlabel_y_coordinate=-0.35 / len(order) - 0.1)
+        row_height=0.6, xlabel_y_coordinate=-0.45 / len(order) - 0.02)  # rliable: height = row_height x rows
     return fig
 
 
