@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import gin
 import pytest
 
 from harness import evaluate, video
@@ -10,6 +11,13 @@ from tests.harness.test_run_safety import assert_refused, snapshot
 
 RUN = [*QUICK, "--bind", "Schedule.total_env_steps = 2000", "--bind", "Schedule.keep_checkpoints_at = [1000]",
        "--bind", "make_env.render_size = 32"]
+
+
+@pytest.fixture(autouse=True)
+def clear_gin_afterwards():
+    """In-process runs parse gin files (quick.gin's small sizes); later tests build with defaults."""
+    yield
+    gin.clear_config()
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,20 @@
 """harness.loggers: metrics.jsonl is the record; TensorBoard and W&B (offline) mirror its numbers."""
 import json
 
+import gin
 import pytest
 
 from harness import loggers
 from tests.harness.test_run import QUICK
 from tests.harness.test_run_safety import main  # noqa: F401  (fixture)
 from tests.harness.wandb_offline import read_offline_run
+
+
+@pytest.fixture(autouse=True)
+def clear_gin_afterwards():
+    """In-process runs parse gin files (quick.gin's small sizes); later tests build with defaults."""
+    yield
+    gin.clear_config()
 
 
 def test_scalars_of_a_line_skip_what_is_not_a_finite_number():

@@ -1,6 +1,7 @@
 """Eval videos: an mp4 per evaluation with one frame per agent step of the episode, at render size."""
 import json
 
+import gin
 import numpy as np
 import pytest
 
@@ -11,6 +12,13 @@ from tests.harness.test_run_safety import main  # noqa: F401  (fixture)
 
 VIDEO_RUN = [*QUICK, "--bind", "Schedule.total_env_steps = 2000", "--bind", "Schedule.eval_episodes = 1",
              "--bind", "make_env.render_size = 48"]
+
+
+@pytest.fixture(autouse=True)
+def clear_gin_afterwards():
+    """In-process runs parse gin files (quick.gin's small sizes); later tests build with defaults."""
+    yield
+    gin.clear_config()
 
 
 def test_write_then_read_keeps_frame_count_size_and_content(tmp_path):
