@@ -1,10 +1,13 @@
-"""A dm_control task behind a Gymnasium-style interface, with action repeat and action noise."""
+"""A dm_control task as a `gymnasium.Env`, with action repeat and action noise."""
+import gymnasium
 import numpy as np
 
-from envs import suites
+from envs import rendering, suites
+
+RENDER_MODES = ("rgb_array",)
 
 
-class DMCEnv:
+class DMCEnv(gymnasium.Env):
     """One agent step = the same action applied for `action_repeat` env steps.
 
     Actions a live in [-1, 1]^A (inputs outside are clipped). With action noise (std sigma, drawn
@@ -22,15 +25,25 @@ class DMCEnv:
         truncated   the time limit ended it: after EPISODE_ENV_STEPS (1000) env steps
         info        env_steps (env steps taken by this call), applied_action (a', float64 (A,)),
                     plus the observation function's entries (true_obs for noisy states)
-    reset(seed=None) -> (obs, info): a new seed restarts every random stream (initial states,
-        observation and action noise) exactly as a new env with that seed; None continues them.
+    reset(seed=None, options=None) -> (obs, info): a new seed restarts every random stream
+        (initial states, observation and action noise) exactly as a new env with that seed; None
+        continues them. `options` is accepted for the Gymnasium API and ignored.
+    render() -> (render_size, render_size, 3) uint8 RGB frame of the current state from the
+        task's camera (`camera_id`), drawn on demand: the noisy_state suite renders only when a
+        video asks for it, and the image suite's observations do not depend on it.
+
+    Gymnasium: observation_space (Box of obs_shape / obs_dtype: [0, 255] for images, unbounded
+    for states), action_space (Box [-1, 1]^A, float32), metadata (render_modes, render_fps: agent
+    steps per second of simulated time), render_mode 'rgb_array'; so gymnasium's wrappers
+    (RecordVideo, vector envs) apply.
 
     Attributes: obs_shape, obs_dtype (from `observation`), action_dim, action_repeat,
     max_episode_steps (agent steps per episode), physics (the dm_control physics), conditions
     (the noise actually applied: {"obs_noise_std", "action_noise_std"}, recorded in run.json).
     """
 
-    def __init__(self, dmc_env, observation, action_repeat: int, seed: int, action_noise_std: float = 0.0):
+    def __init__(self, dmc_env, observation, action_repeat: int, seed: int, action_noise_std: float = 0.0,
+                 camera_id: int = 0, render_size: int = 128, render_mode: str | None = "rgb_array"):
         spec = dmc_env.action_spec()
         low, high = np.asarray(spec.minimum, np.float64), np.asarray(spec.maximum, np.float64)
         bounded = np.all(np.isfinite(low)) and np.all(np.isfinite(high))
@@ -46,6 +59,20 @@ class DMCEnv:
         self.max_episode_steps = -(-suites.EPISODE_ENV_STEPS // self.action_repeat)  # ceil
         self.obs_shape = tuple(observation.shape)
         self.obs_dtype = observation.dtype
+        if np.dtype(self.obs_dtype) == np.uint8:
+            self.observation_space = gymnasium.spaces.Box(0, 255, self.obs_shape, np.uint8)
+        else:
+            self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, self.obs_shape, self.obs_dtype)
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {', '.join(RENDER_MODES)} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.metadata = {"render_modes": list(RENDER_MODES),
+                         "render_fps": 1.0 / (dmc_env.control_timestep() * self.action_repeat)}
+        self.camera_id = int(camera_id)
+        self.render_size = int(render_size)
+        self._render_camera = None  # created by the first render(), which needs OpenGL
+        self._closed = False
         self._episode_over = True
         self._reseed(check_seed(seed))
 
@@ -64,9 +91,12 @@ class DMCEnv:
         self._observation.reseed(np.random.default_rng(observation_seed))
         self._action_rng = np.random.default_rng(action_seed)
 
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        del options
         if seed is not None:
-            self._reseed(check_seed(seed))
+            seed = check_seed(seed)
+            super().reset(seed=seed)  # gymnasium's np_random, unused by the simulation
+            self._reseed(seed)
         time_step = self._env.reset()
         self._episode_over = False
         obs, extra = self._observation(time_step.observation)
@@ -107,10 +137,19 @@ class DMCEnv:
             action = np.clip(action + noise, -1.0, 1.0)
         return action
 
+    def render(self) -> np.ndarray:
+        if self._render_camera is None:
+            self._render_camera = rendering.make_camera(self.physics, self.render_size, self.render_size,
+                                                        self.camera_id)
+        return self._render_camera.render().copy()  # the camera reuses its buffer
+
     def close(self) -> None:
         """Frees the simulator and its rendering context; the env is unusable afterwards."""
         self._episode_over = True
-        self._env.physics.free()
+        if not self._closed:
+            self._closed = True
+            self._render_camera = None
+            self._env.physics.free()
 
 
 def check_seed(seed) -> int:

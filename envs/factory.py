@@ -17,6 +17,7 @@ def make_env(
     obs_noise_std: float = 0.3,
     action_noise_std: float = 0.3,
     image_size: int = 64,
+    render_size: int = 128,
 ) -> DMCEnv:
     """Builds a DeepMind Control task of one benchmark suite (see `envs.dmc.DMCEnv` for the API).
 
@@ -29,6 +30,8 @@ def make_env(
     task: "<domain>_<task>", one of `suites.ALL_TASKS`, e.g. "cartpole_swingup", "cup_catch".
     seed: seeds dm_control's initial states and both noise streams.
     action_repeat: env steps per agent step; None takes the domain's `suites.ACTION_REPEAT`.
+    render_size: side of the frames `env.render()` draws for videos, from the task's camera; it
+        does not change what the agent sees.
     Unknown suites or tasks and invalid values raise ValueError with the valid choices.
     """
     suites.check_suite(suite)
@@ -38,6 +41,7 @@ def make_env(
         action_repeat = spec.action_repeat
     _check_positive_int("action_repeat", action_repeat)
     _check_positive_int("image_size", image_size)
+    _check_positive_int("render_size", render_size)
     for name, value in (("obs_noise_std", obs_noise_std), ("action_noise_std", action_noise_std)):
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (is_number and math.isfinite(value) and value >= 0):
@@ -50,7 +54,23 @@ def make_env(
         action_noise_std = 0.0
     else:
         observation = NoisyStateObservation(dmc_env.observation_spec(), obs_noise_std)
-    return DMCEnv(dmc_env, observation, action_repeat, seed, action_noise_std)
+    return DMCEnv(dmc_env, observation, action_repeat, seed, action_noise_std,
+                  camera_id=spec.camera_id, render_size=render_size)
+
+
+def make_gymnasium_env(suite: str = "noisy_state", task: str = "cartpole_swingup", seed: int = 0,
+                       render_mode: str | None = "rgb_array", **kwargs) -> DMCEnv:
+    """Entry point of `gymnasium.make(GYMNASIUM_ID, suite=..., task=..., seed=...)`; keyword
+    arguments are `make_env`'s."""
+    env = make_env(suite, task, seed, **kwargs)
+    if render_mode is not None and render_mode not in env.metadata["render_modes"]:
+        raise ValueError(f"render_mode must be one of {', '.join(env.metadata['render_modes'])} or None, "
+                         f"got {render_mode!r}")
+    env.render_mode = render_mode
+    return env
+
+
+GYMNASIUM_ID = "ssm_bench/DMC-v0"
 
 
 def _check_positive_int(name: str, value) -> None:

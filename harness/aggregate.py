@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from harness import records as records_lib
-from harness.cli import CliParser
+from harness.cli import CliParser, open_unit_interval, positive_int
 
 SCORE_SCALE = 1000.0  # DMC returns lie in [0, 1000]
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
@@ -179,6 +179,8 @@ def aggregate_group(tasks, selected, reps, seed, confidence=0.95, taus=DEFAULT_T
                                        "high": profile_cis[m][1].tolist()} for m in methods}},
         "probability_of_improvement": [],
         "sample_efficiency": {"env_steps": steps},
+        # every kept run's own eval points, and where it came from, for per-task curves and provenance
+        "runs_detail": {m: {t: [_run_detail(r) for r in selected[m][t]] for t in tasks} for m in methods},
     }
     pairs = list(itertools.combinations(methods, 2))
     if pairs:
@@ -349,6 +351,11 @@ def _task_summary(runs):
             "seeds": [r.seed for r in runs], "returns": returns.tolist()}
 
 
+def _run_detail(run):
+    return {"seed": run.seed, "path": run.path, "env_steps": run.eval_steps.tolist(),
+            "returns": run.eval_returns.tolist(), **run.provenance}
+
+
 def _exclude(record, reason):
     return records_lib.Exclusion(record.path, "excluded", reason, record.method, record.task,
                                  record.seed)
@@ -365,20 +372,22 @@ def _number(value):
     return "?" if value is None else f"{value:g}"
 
 
-def parse_args(argv, prog="harness.aggregate", description=__doc__):
-    parser = CliParser(prog=f"python -m {prog}", description=description.split("\n")[0])
-    parser.add_argument("results_dir", help="directory holding run directories (searched recursively)")
-    parser.add_argument("--out", help="output directory (default: RESULTS_DIR/aggregate)")
-    parser.add_argument("--reps", type=int, default=2000,
-                        help="bootstrap replications (rliable recommends 50000 for final numbers)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    parser.add_argument("--confidence", type=float, default=0.95, help="CI coverage")
+def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate"):
+    parser = CliParser(prog=f"python -m {prog}", doc=description)
+    parser.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="directory holding run directories (searched recursively)")
+    parser.add_argument("--out", metavar="DIR", help=f"output directory (default: {default_out})")
+    parser.add_argument("--reps", type=positive_int, default=2000, metavar="N",
+                        help="bootstrap replications (default 2000; rliable recommends 50000 for final numbers)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--confidence", type=open_unit_interval, default=0.95, metavar="LEVEL",
+                        help="coverage of the confidence intervals, in (0, 1) (default 0.95)")
     return parser.parse_args(argv)
 
 
-def run_cli(argv, build, prog="harness.aggregate", description=__doc__):
+def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate"):
     """Shared by aggregate and report: parse, aggregate, then `build(result, args)`; exit codes 0/2."""
-    args = parse_args(argv, prog, description)
+    args = parse_args(argv, prog, description, default_out)
     try:
         result = aggregate(args.results_dir, reps=args.reps, seed=args.seed,
                            confidence=args.confidence)

@@ -1,20 +1,30 @@
 """Benchmarks that print a table: `python -m harness.bench {acting,env,kalman,model-fit,models} [options]`.
 
-Each benchmark lives in `harness/benchmarks/<name>.py` and exposes `main(argv)`.
+    python -m harness.bench env      env steps/s per suite, with and without rendering
+    python -m harness.bench kalman   sequential vs parallel Kalman filter+smoother, Mamba scans
+    python -m harness.bench models   one world-model + SAC update per model and context length
+    python -m harness.bench model-fit  full-size KalMamba fitted to prefill data: held-out ELBO, clip rate
+    python -m harness.bench acting   per-step acting latency of the offline sequence policies
+
+`python -m harness.bench NAME --help` lists a benchmark's own options. Each benchmark lives in
+`harness/benchmarks/<name>.py` and exposes `main(argv)`.
 """
+import argparse
 import importlib
 import sys
+
+from harness.cli import CliParser
 
 BENCHMARKS = ("acting", "env", "kalman", "model-fit", "models")
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in BENCHMARKS:
-        print(f"usage: python -m harness.bench {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"harness.benchmarks.{argv[0].replace('-', '_')}")
-    return module.main(argv[1:]) or 0
+    parser = CliParser(prog="python -m harness.bench", doc=__doc__)
+    parser.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark to run")
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (see NAME --help)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    module = importlib.import_module(f"harness.benchmarks.{args.benchmark.replace('-', '_')}")
+    return module.main(args.options) or 0
 
 
 if __name__ == "__main__":

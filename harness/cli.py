@@ -1,6 +1,8 @@
-"""What every harness command line shares: a usage error is one line on stderr and exit status 2.
+"""What every harness command line shares: a usage error is one line on stderr and exit status 2,
+naming the option it belongs to, and `--help` shows the module's own usage text.
 
-    parser = CliParser(prog="python -m harness.<tool>", description=...)
+    parser = CliParser(prog="python -m harness.<tool>", doc=__doc__)
+    parser.add_argument("--reps", type=positive_int, ...)
     ...
     except ConfigError as error:
         return fail(error)
@@ -12,10 +14,54 @@ USER_ERROR = 2  # bad arguments, gin files or bindings: nothing was run, retryin
 
 
 class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit status 2."""
+    """argparse whose usage errors are one line on stderr and exit status 2.
+
+    doc: the tool's module docstring; its first paragraph becomes the description and the rest the
+    epilog of `--help`, line breaks kept.
+    """
+
+    def __init__(self, *args, doc=None, **kwargs):
+        if doc is not None:
+            first, _, rest = doc.strip().partition("\n\n")
+            kwargs.setdefault("description", " ".join(first.split()))
+            kwargs.setdefault("epilog", rest.strip("\n").rstrip() or None)
+            kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(USER_ERROR, f"error: {message}\n")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def open_unit_interval(text):
+    """argparse type: a number strictly between 0 and 1 (a confidence level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return value
 
 
 def fail(error) -> int:

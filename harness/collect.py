@@ -99,18 +99,18 @@ def policy_state(directory, kind, mark, device):
         if state is None:
             raise config.ConfigError(f"run {directory.path} has no checkpoint ({directory.state_file})")
         return state["agent"], state["counters"]["env_step"]
-    marks = directory.kept_policy_marks()
-    if not marks:
+    steps = directory.kept_agent_steps()
+    if not steps:
         raise config.ConfigError(f"run {directory.path} kept no earlier policy: train it with "
                                  "Schedule.keep_checkpoints_at = [<env step>, ...] for --kind medium")
-    if mark is None and len(marks) > 1:
-        raise config.ConfigError(f"run {directory.path} kept policies at env steps {marks}: choose one "
+    if mark is None and len(steps) > 1:
+        raise config.ConfigError(f"run {directory.path} kept policies at env steps {steps}: choose one "
                                  "with --checkpoint-step")
-    mark = marks[0] if mark is None else mark
-    if mark not in marks:
-        raise config.ConfigError(f"run {directory.path} kept no policy at env step {mark} (kept: {marks})")
-    kept = directory.load_kept_policy(mark, map_location=device)
-    return kept["agent"], kept["env_step"]
+    step = steps[0] if mark is None else mark
+    if step not in steps:
+        raise config.ConfigError(f"run {directory.path} kept no policy at env step {step} (kept: {steps})")
+    env_step, agent = directory.load_agent(step, map_location=device)
+    return agent, env_step
 
 
 def rollout_episodes(env, agent, count, seed, deterministic):

@@ -7,12 +7,18 @@ The harness keeps no list of modules to import: a gin file imports the modules w
 it binds (`import models.kalmamba`), and gin imports them while parsing. So a new world model is
 known to every command line as soon as a gin file that binds it is given.
 """
+import contextlib
+import importlib.util  # noqa: F401  (gin's package-path probe uses it without importing it)
+import logging
 import pathlib
 
 import gin
 
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent  # a clone's root, holding gin/
+# An installed wheel carries the gin tree as harness/gin (setup.py): its parent plays the clone's part.
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent
+GIN_ROOTS = tuple(root for root in (REPO_ROOT, PACKAGE_ROOT) if (root / "gin").is_dir())
 
 
 class ConfigError(ValueError):
@@ -27,16 +33,46 @@ def parse(gin_files, bindings=()):
     import envs  # noqa: F401
     import harness.experiment  # noqa: F401
     gin.clear_config()
-    gin.add_config_file_search_path(str(REPO_ROOT))
-    for path in gin_files:
-        if not pathlib.Path(path).is_file() and not (REPO_ROOT / path).is_file():
-            raise ConfigError(f"gin file not found: {path}")
+    for root in GIN_ROOTS:
+        if str(root) not in _search_paths:  # gin keeps every prefix it is given, duplicates included
+            gin.add_config_file_search_path(str(root))
+            _search_paths.add(str(root))
+    paths = [str(find_gin_file(p)) for p in gin_files]
     try:
-        gin.parse_config_files_and_bindings(
-            [str(p if pathlib.Path(p).is_file() else REPO_ROOT / p) for p in gin_files],
-            list(bindings), skip_unknown=False, finalize_config=False)
+        with _quiet_gin_probes():
+            gin.parse_config_files_and_bindings(paths, list(bindings), skip_unknown=False, finalize_config=False)
     except Exception as error:  # gin raises ValueError, SyntaxError, KeyError... for user mistakes
         raise ConfigError(f"invalid gin configuration: {one_line(error)}") from error
+
+
+_search_paths = set()
+
+
+def _drop_probe_misses(record):
+    return not (record.name == "root" and record.getMessage().startswith("Path not found: "))
+
+
+@contextlib.contextmanager
+def _quiet_gin_probes():
+    """gin resolves an `include` by trying the working directory first, then each search path, and
+    logs every miss of the first try as an error ('Path not found: gin/models/rssm.gin') even when
+    a search path then holds the file; a file found nowhere still fails, with gin's own message."""
+    root = logging.getLogger()
+    root.addFilter(_drop_probe_misses)
+    try:
+        yield
+    finally:
+        root.removeFilter(_drop_probe_misses)
+
+
+def find_gin_file(path) -> pathlib.Path:
+    """`path` as given (relative to the working directory), else under the clone, else under the
+    installed package's gin tree; ConfigError naming where it looked when none holds it."""
+    for candidate in (pathlib.Path(path), *(root / path for root in GIN_ROOTS)):
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(root) for root in GIN_ROOTS) or "no gin directory found"
+    raise ConfigError(f"gin file not found: {path} (looked in the working directory and {where})")
 
 
 def make_experiment():

@@ -134,22 +134,60 @@ def _signal_group(process, signum):
         pass
 
 
-class LocalExecutor(Executor):
-    """Up to `workers` jobs at once as subprocesses of this machine."""
+class GpuSlots:
+    """Which GPU a local job runs on: at most `runs_per_gpu` jobs per GPU, the least loaded first
+    (ties: the order given). GPUs are named as CUDA_VISIBLE_DEVICES names them ('0', '1', ...)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, gpus, runs_per_gpu: int):
+        if not gpus or runs_per_gpu < 1:
+            raise ExecutorError(f"need at least one GPU and --runs-per-gpu >= 1, got {list(gpus)}, {runs_per_gpu}")
+        self.runs_per_gpu = runs_per_gpu
+        self.load = {str(gpu): 0 for gpu in gpus}
+
+    def free(self) -> int:
+        return sum(self.runs_per_gpu - n for n in self.load.values())
+
+    def acquire(self) -> str:
+        gpu = min(self.load, key=self.load.get)  # min keeps the first of equals: the order given
+        if self.load[gpu] >= self.runs_per_gpu:
+            raise ExecutorError("GpuSlots.acquire: every GPU is full")
+        self.load[gpu] += 1
+        return gpu
+
+    def release(self, gpu: str) -> None:
+        self.load[gpu] -= 1
+
+
+class LocalExecutor(Executor):
+    """Up to `workers` jobs at once as subprocesses of this machine; with `gpus`, each job sees one
+    GPU (CUDA_VISIBLE_DEVICES) shared by at most `runs_per_gpu` jobs, and `workers` defaults to
+    len(gpus) * runs_per_gpu."""
+
+    def __init__(self, workers: int | None = None, gpus=None, runs_per_gpu: int = 1):
+        self.gpu_slots = GpuSlots(gpus, runs_per_gpu) if gpus else None
+        if workers is None:
+            workers = self.gpu_slots.free() if self.gpu_slots else 1
         if workers < 1:
             raise ExecutorError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self._processes = {}
+        self.gpu_of = {}  # job key -> the GPU it runs on, while it runs
 
     def submit(self, job):
         if self.capacity() < 1:
             raise ExecutorError("LocalExecutor.submit: all workers busy")
+        if self.gpu_slots:
+            self.gpu_of[job.key] = self.gpu_slots.acquire()
+            job = dataclasses.replace(job, env={**job.env, "CUDA_VISIBLE_DEVICES": self.gpu_of[job.key]})
         self._processes[job.key] = start_process(job)
 
     def capacity(self):
-        return self.workers - len(self._processes)
+        free = self.workers - len(self._processes)
+        return min(free, self.gpu_slots.free()) if self.gpu_slots else free
+
+    def _release(self, key):
+        if key in self.gpu_of:
+            self.gpu_slots.release(self.gpu_of.pop(key))
 
     def running(self):
         return list(self._processes)
@@ -161,12 +199,15 @@ class LocalExecutor(Executor):
                         if process.poll() is not None]
             for done in finished:
                 del self._processes[done.key]
+                self._release(done.key)
             if finished or not self._processes or time.monotonic() >= deadline:
                 return finished
             time.sleep(0.1)
 
     def shutdown(self, grace_s=10.0):
         stop_processes(list(self._processes.values()), grace_s)
+        for key in list(self._processes):
+            self._release(key)
         self._processes.clear()
 
 

@@ -32,6 +32,16 @@ def check_int(field, value, minimum):
     return value
 
 
+def check_steps(field, value):
+    """A strictly increasing sequence of env steps >= 1, as a tuple."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{field} must be a list of env steps, got {value!r}")
+    steps = tuple(check_int(f"{field}[{i}]", step, 1) for i, step in enumerate(value))
+    if any(a >= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{field} must be increasing, got {list(steps)}")
+    return steps
+
+
 def method_name(world_model) -> str:
     """The leaderboard label of a world-model factory: its class's `name` (models.world_model)."""
     name = getattr(world_model, "name", None)
@@ -127,13 +137,17 @@ class Schedule:
       checkpoint_every: environment steps between checkpoints (also after each evaluation).
       log_every: environment steps between train-metric lines.
       replay_capacity: agent steps kept in replay.
-      keep_checkpoints_at: env steps at which a copy of the agent is kept besides the rolling
-        checkpoint (the first checkpoint at or after each mark), e.g. for `harness.collect --kind medium`.
+      video_every: environment steps between eval videos (an mp4 of the first eval episode of the
+        first evaluation at or after each mark, in <run>/videos/); 0: none (`--video`: every evaluation).
+      keep_checkpoints_at: environment steps at which the agent's weights are also kept (the
+        checkpoint at or after each mark, as checkpoint/agent_step<N>.pt), for
+        `python -m harness.evaluate RUN --checkpoint N` and `python -m harness.collect RUN --kind medium`;
+        the resumable checkpoint keeps only the latest.
     """
 
     def __init__(self, total_env_steps=1_000_000, prefill_env_steps=5_000, agent_steps_per_update=2,
                  batch_size=32, eval_every=10_000, eval_episodes=10, checkpoint_every=10_000,
-                 log_every=1_000, replay_capacity=1_000_000, keep_checkpoints_at=()):
+                 log_every=1_000, replay_capacity=1_000_000, video_every=0, keep_checkpoints_at=()):
         self.total_env_steps = check_int("Schedule.total_env_steps", total_env_steps, 1)
         self.prefill_env_steps = check_int("Schedule.prefill_env_steps", prefill_env_steps, 0)
         self.agent_steps_per_update = check_int("Schedule.agent_steps_per_update", agent_steps_per_update, 1)
@@ -143,7 +157,5 @@ class Schedule:
         self.checkpoint_every = check_int("Schedule.checkpoint_every", checkpoint_every, 1)
         self.log_every = check_int("Schedule.log_every", log_every, 1)
         self.replay_capacity = check_int("Schedule.replay_capacity", replay_capacity, 1)
-        if isinstance(keep_checkpoints_at, (str, bytes)) or not hasattr(keep_checkpoints_at, "__iter__"):
-            raise ValueError(f"Schedule.keep_checkpoints_at must be a list of env steps, got {keep_checkpoints_at!r}")
-        self.keep_checkpoints_at = tuple(sorted(check_int("Schedule.keep_checkpoints_at", mark, 1)
-                                                for mark in keep_checkpoints_at))
+        self.video_every = check_int("Schedule.video_every", video_every, 0)
+        self.keep_checkpoints_at = check_steps("Schedule.keep_checkpoints_at", keep_checkpoints_at)

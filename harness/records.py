@@ -22,6 +22,7 @@ from harness import rundir
 from harness.rundir import METRICS_FILE, RUN_FILE
 
 MANIFEST_FILE = "sweep.json"
+PROVENANCE_FIELDS = ("git_commit", "versions", "device", "bindings")
 
 
 class ResultsError(ValueError):
@@ -36,6 +37,7 @@ class RunRecord:
     eval_returns: (P,) float64 mean undiscounted episode return at each eval point.
     env_steps_per_s: median of the train lines' `env_steps_per_s`, None without train lines.
     dataset_kind: offline runs: the kind of dataset trained on (harness.datasets); None online.
+    provenance: run.json's git_commit, versions, device and bindings (None where not recorded).
     """
     path: str
     experiment: str
@@ -55,6 +57,7 @@ class RunRecord:
     eval_returns: np.ndarray
     env_steps_per_s: float | None
     dataset_kind: str | None = None
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_return(self) -> float:
@@ -141,6 +144,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
         env_steps_per_s=float(np.median(speeds)) if speeds else None,
         dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None)
+        provenance={key: info.get(key) for key in PROVENANCE_FIELDS})
 
 
 def _read_info(path):

@@ -3,145 +3,31 @@
 Aggregates RESULTS_DIR (see harness.aggregate; its JSON and CSV tables are written too) and writes
 
     <out>/leaderboard.md        tables to paste into a paper, linking figures/*.png
-    <out>/index.html            one self-contained page: every figure is a base64 PNG data URI
-    <out>/figures/*.png
+    <out>/index.html            one page whose figures are embedded (base64 PNG data URIs): it reads
+                                alone; its links lead to the SVG figures and the run directories
+    <out>/figures/*.png, *.svg
 
-Figures per (suite, context length) group: interval estimates of IQM / median / mean / optimality
-gap, performance profiles, probability of improvement for every pair of methods and IQM
-sample-efficiency curves (all drawn with rliable.plot_utils); plus one log-log figure of wall-clock
-hours per million env steps against context length. Excluded, incomplete and failed runs are listed
+Per (experiment, suite, context length) group: the leaderboard, what each row ran, final return per
+task (a cell with fewer than 3 seeds (MIN_SEEDS) is marked, with a warning: its intervals are not
+meaningful), provenance per method (commit, package versions, device, bindings, a config.gin), every
+run with a link to its directory, and the figures of harness/report_figures.py. Methods appear in one
+order everywhere, best IQM first. Then wall-clock cost and the excluded, incomplete and failed runs
 with their reasons. The default output directory is RESULTS_DIR/report.
 """
 import base64
-import dataclasses
 import datetime
 import html
-import io
+import os
 import pathlib
 import string
 import sys
 
-import numpy as np
-
 from harness import aggregate as aggregate_lib
+from harness.report_figures import method_order, render_figures, section_label
+
+MIN_SEEDS = 3  # fewer runs per task than this: bootstrap intervals say little
 
 TEMPLATE = pathlib.Path(__file__).with_name("report_template.html")
-
-
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    """A rendered figure: `filename` under figures/, `title`, `section` ('suite/ctxT' or 'wall-clock')."""
-    filename: str
-    title: str
-    section: str
-    png: bytes
-
-    def data_uri(self):
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
-
-
-def method_colors(result):
-    """One colour per method, the same in every figure."""
-    import seaborn as sns
-    methods = sorted({m for g in result["groups"] for m in g["methods"]}
-                     | {row["method"] for row in result["wall_clock"]["by_context_length"]})
-    return dict(zip(methods, sns.color_palette("colorblind", n_colors=max(len(methods), 1))))
-
-
-def render_figures(result):
-    """All figures of the report, in page order."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib import ticker
-    from rliable import plot_utils
-
-    colors = method_colors(result)
-    figures = []
-    ci = f"{result['confidence']:.0%}"
-
-    def keep(fig, filename, title, section):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        figures.append(Figure(filename, title, section, buffer.getvalue()))
-
-    for g in result["groups"]:
-        kind = f"_{g['dataset_kind']}" if g.get("dataset_kind") else ""
-        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}{kind}_ctx{g['context_length']}"
-        methods = g["methods"]
-        points = {m: np.array([g["aggregates"][m][k]["point"] for k in result["metric_names"]])
-                  for m in methods}
-        cis = {m: np.array([[g["aggregates"][m][k][side] for k in result["metric_names"]]
-                            for side in ("low", "high")]) for m in methods}
-        fig, _ = plot_utils.plot_interval_estimates(
-            points, cis, metric_names=result["metric_names"], algorithms=methods, colors=colors,
-            xlabel="Normalized score (return / 1000)", subfigure_width=3.6, max_ticks=3,
-            row_height=max(0.5, 0.45 * len(methods)), xlabel_y_coordinate=-0.35 / len(methods) - 0.1)
-        keep(fig, f"{stem}_intervals.png", f"Aggregate scores with {ci} stratified-bootstrap CIs", label)
-
-        profile = g["performance_profile"]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        plot_utils.plot_performance_profiles(
-            {m: np.array(profile[m]["fraction"]) for m in methods}, np.array(profile["tau"]),
-            performance_profile_cis={m: (np.array(profile[m]["low"]), np.array(profile[m]["high"]))
-                                     for m in methods},
-            colors=colors, ax=ax, xlabel=r"Normalized score $\tau$", legend=True,
-            ylabel=r"Fraction of runs with score $> \tau$")
-        keep(fig, f"{stem}_profiles.png", "Performance profiles (score distributions)", label)
-
-        pairs = g["probability_of_improvement"]
-        if pairs:
-            fig, ax = plt.subplots(figsize=(5, 0.6 * len(pairs) + 1.2))
-            plot_utils.plot_probability_of_improvement(
-                {f"{p['x']}|{p['y']}": p["point"] for p in pairs},
-                {f"{p['x']}|{p['y']}": np.array([p["low"], p["high"]]) for p in pairs},
-                pair_separator="|", ax=ax, xticks=[0, 0.25, 0.5, 0.75, 1.0])
-            ax.set_xlim(0, 1)
-            keep(fig, f"{stem}_improvement.png", "Probability of improvement P(X > Y)", label)
-
-        curve = g["sample_efficiency"]
-        if curve["env_steps"] and all(m in curve for m in methods):
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            plot_utils.plot_sample_efficiency_curve(
-                np.array(curve["env_steps"]), {m: np.array(curve[m]["iqm"]) for m in methods},
-                {m: np.array([curve[m]["low"], curve[m]["high"]]) for m in methods},
-                algorithms=methods, colors=colors, ax=ax, xlabel="Environment steps",
-                ylabel="IQM normalized score", labelsize="large", ticklabelsize="large", legend=True)
-            keep(fig, f"{stem}_sample_efficiency.png", f"IQM along training ({ci} CIs)", label)
-
-    rows = result["wall_clock"]["by_context_length"]
-    if rows:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        several = len({r["experiment"] for r in rows}) > 1
-        for (experiment, method, suite) in sorted({(r["experiment"], r["method"], r["suite"]) for r in rows}):
-            line = sorted((r["context_length"], r["median_hours_per_1M_env_steps"]) for r in rows
-                          if (r["experiment"], r["method"], r["suite"]) == (experiment, method, suite))
-            ax.plot(*zip(*line), marker="o", linewidth=2, color=colors[method],
-                    linestyle="-" if suite == rows[0]["suite"] else "--",
-                    label=f"{method} ({suite})" + (f", {experiment}" if several else ""))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        lengths = sorted({r["context_length"] for r in rows})
-        hours = [r["median_hours_per_1M_env_steps"] for r in rows]
-        ax.set_xticks(lengths, [str(t) for t in lengths])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)
-        ax.set_ylim(min(hours) / 2, max(hours) * 2)  # at least a factor 4 visible, so slopes read right
-        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("Training context length T")
-        ax.set_ylabel("Hours per 1M env steps (median)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        keep(fig, "wall_clock_vs_context_length.png", "Wall-clock vs context length (log-log)",
-             "wall-clock")
-    return figures
-
-
-def section_label(group):
-    kind = f"/{group['dataset_kind']}" if group.get("dataset_kind") else ""
-    return f"{group['experiment']}: {group['suite']}{kind}/ctx{group['context_length']}"
 
 
 def condition_rows(group):
@@ -157,19 +43,66 @@ CONDITIONS_HEADER = ("Method", "World model", "Variant", "Obs noise std", "Actio
 
 def leaderboard_rows(group, metric_names):
     """(method, [formatted 'point [low, high]' per metric], runs per task), best IQM first."""
-    order = sorted(group["methods"], key=lambda m: -group["aggregates"][m]["IQM"]["point"])
     return [(m, [_interval(group["aggregates"][m][k]) for k in metric_names], group["num_runs"][m])
-            for m in order]
+            for m in method_order(group)]
 
 
 def per_task_rows(group):
-    """(method, ['mean ± std (n)' final return per task]) in leaderboard order."""
+    """(method, ['mean ± std (n)' final return per task]) in leaderboard order; '⚠' marks fewer
+    than MIN_SEEDS runs."""
     rows = []
-    for m, _, _ in leaderboard_rows(group, ["IQM"]):
+    for m in method_order(group):
         cells = [f"{s['mean_return']:.1f} ± {s['std_return']:.1f} ({s['num_runs']})"
+                 + (" ⚠" if s["num_runs"] < MIN_SEEDS else "")
                  for s in (group["per_task"][m][t] for t in group["tasks"])]
         rows.append((m, cells))
     return rows
+
+
+def few_seed_warnings(group):
+    """One line per (method, task) cell with fewer than MIN_SEEDS runs."""
+    return [f"{section_label(group)}: {m} has {s['num_runs']} seed(s) on {t}, fewer than {MIN_SEEDS}: "
+            "its intervals and mean are not meaningful"
+            for m in method_order(group) for t in group["tasks"]
+            for s in [group["per_task"][m][t]] if s["num_runs"] < MIN_SEEDS]
+
+
+class Link:
+    """A table cell that links `text` to `href` (relative to the report directory)."""
+
+    def __init__(self, text, href):
+        self.text, self.href = text, href
+
+    def __str__(self):
+        return self.text
+
+
+def run_rows(group, href):
+    """(method, task, seed, final return, Link to the run directory) of every run, leaderboard order."""
+    return [(m, t, str(run["seed"]), f"{run['returns'][-1]:.1f}", Link(run["path"], href(run["path"])))
+            for m in method_order(group) for t in group["tasks"] for run in group["runs_detail"][m][t]]
+
+
+def provenance_rows(group, href):
+    """(method, runs, commits, versions, devices, bindings, Link to one config.gin) per method: the
+    distinct values its runs recorded in run.json."""
+    rows = []
+    for m in method_order(group):
+        runs = [run for t in group["tasks"] for run in group["runs_detail"][m][t]]
+        distinct = lambda values: "; ".join(sorted({v for v in values if v})) or "-"
+        versions = distinct(", ".join(f"{k} {v}" for k, v in sorted((run.get("versions") or {}).items()))
+                            for run in runs)
+        per_cell = ("Experiment.seed", "Experiment.task", "Experiment.name", "Experiment.context_length")
+        bindings = distinct("; ".join(b for b in (run.get("bindings") or [])
+                                      if not b.replace(" ", "").startswith(per_cell)) for run in runs)
+        config = runs[0]["path"] + "/config.gin"
+        rows.append((m, str(len(runs)), distinct(run.get("git_commit") for run in runs), versions,
+                     distinct(run.get("device") for run in runs), bindings, Link(config, href(config))))
+    return rows
+
+
+PROVENANCE_HEADER = ("Method", "Runs", "Commit", "Versions", "Device", "Bindings", "Config (one run)")
+RUNS_HEADER = ("Method", "Task", "Seed", "Final return", "Run directory")
 
 
 def wall_clock_rows(result):
@@ -184,7 +117,7 @@ WALL_CLOCK_HEADER = ("Experiment", "Method", "Suite", "Context length", "Runs", 
 EXCLUDED_HEADER = ("Run directory", "Kind", "Reason")
 
 
-def leaderboard_markdown(result, figures):
+def leaderboard_markdown(result, figures, href):
     lines = [f"# Leaderboard: {result['results_dir']}", "",
              f"Scores are return / 1000 at the final evaluation. Brackets: {result['confidence']:.0%} "
              f"stratified-bootstrap CIs ({result['reps']} reps, seed {result['seed']}); "
@@ -192,16 +125,21 @@ def leaderboard_markdown(result, figures):
     lines += [f"> warning: {note}" for note in result["warnings"]] + [""] * bool(result["warnings"])
     for g in result["groups"]:
         lines += [f"## {section_label(g)} ({len(g['tasks'])} tasks)", ""]
+        lines += [f"> warning: {note}" for note in few_seed_warnings(g)] + [""] * bool(few_seed_warnings(g))
         lines += _md_table(("Method", *result["metric_names"], "Runs/task"),
                            [(m, *cells, str(n)) for m, cells, n in leaderboard_rows(g, result["metric_names"])])
         lines += ["What each row ran:", ""] + _md_table(CONDITIONS_HEADER, condition_rows(g))
         lines += ["Final return per task, mean ± std (runs):", ""]
         lines += _md_table(("Method", *g["tasks"]), [(m, *cells) for m, cells in per_task_rows(g)])
-        lines += [f"![{f.title}](figures/{f.filename})" for f in figures if f.section == section_label(g)]
-        lines += [""]
+        lines += [f"![{f.title}](figures/{f.filename}) ([SVG](figures/{f.stem}.svg))"
+                  for f in figures if f.section == section_label(g)]
+        lines += ["", "Provenance (from each run's run.json):", ""]
+        lines += _md_table(PROVENANCE_HEADER, provenance_rows(g, href))
+        lines += ["Runs:", ""] + _md_table(RUNS_HEADER, run_rows(g, href))
     if result["wall_clock"]["by_context_length"]:
         lines += ["## Wall-clock", ""] + _md_table(WALL_CLOCK_HEADER, wall_clock_rows(result))
-        lines += [f"![{f.title}](figures/{f.filename})" for f in figures if f.section == "wall-clock"]
+        lines += [f"![{f.title}](figures/{f.filename}) ([SVG](figures/{f.stem}.svg))"
+                  for f in figures if f.section == "wall-clock"]
         lines += [""]
     lines += ["## Excluded, incomplete and failed runs", ""]
     lines += (_md_table(EXCLUDED_HEADER, [(e["path"], e["kind"], e["reason"]) for e in result["excluded"]])
@@ -209,16 +147,21 @@ def leaderboard_markdown(result, figures):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def html_page(result, figures):
-    parts = [f'<div class="warning">warning: {html.escape(n)}</div>' for n in result["warnings"]]
+def html_page(result, figures, href):
+    warning = lambda note: f'<div class="warning">warning: {html.escape(note)}</div>'
+    parts = [warning(n) for n in result["warnings"]]
     for g in result["groups"]:
         parts.append(f"<h2>{html.escape(section_label(g))} ({len(g['tasks'])} tasks)</h2>")
+        parts += [warning(n) for n in few_seed_warnings(g)]
         parts.append(_html_table(("Method", *result["metric_names"], "Runs/task"),
                                  [(m, *cells, str(n)) for m, cells, n in leaderboard_rows(g, result["metric_names"])]))
         parts += ["<p>What each row ran:</p>", _html_table(CONDITIONS_HEADER, condition_rows(g))]
         parts.append("<p>Final return per task, mean ± std (runs):</p>")
         parts.append(_html_table(("Method", *g["tasks"]), [(m, *c) for m, c in per_task_rows(g)]))
         parts += [_html_figure(f) for f in figures if f.section == section_label(g)]
+        parts += ["<p>Provenance (from each run's run.json):</p>",
+                  _html_table(PROVENANCE_HEADER, provenance_rows(g, href), reason_column=3)]
+        parts += ["<details><summary>Runs</summary>", _html_table(RUNS_HEADER, run_rows(g, href)), "</details>"]
     if result["wall_clock"]["by_context_length"]:
         parts += ["<h2>Wall-clock</h2>", _html_table(WALL_CLOCK_HEADER, wall_clock_rows(result))]
         parts += [_html_figure(f) for f in figures if f.section == "wall-clock"]
@@ -235,15 +178,19 @@ def html_page(result, figures):
 
 
 def write_report(result, out_dir):
-    """Render figures and write leaderboard.md, index.html and figures/*.png; returns their paths."""
+    """Render figures and write leaderboard.md, index.html and figures/*.{png,svg}; returns the
+    paths of the two pages. Links to run directories are relative to `out_dir`."""
     out_dir = pathlib.Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     figures = render_figures(result)
     for f in figures:
         (out_dir / "figures" / f.filename).write_bytes(f.png)
+        (out_dir / "figures" / f"{f.stem}.svg").write_bytes(f.svg)
+    results_dir = pathlib.Path(result["results_dir"]).resolve()
+    href = lambda path: pathlib.PurePath(os.path.relpath(results_dir / path, out_dir.resolve())).as_posix()
     markdown, page = out_dir / "leaderboard.md", out_dir / "index.html"
-    markdown.write_text(leaderboard_markdown(result, figures))
-    page.write_text(html_page(result, figures))
+    markdown.write_text(leaderboard_markdown(result, figures, href))
+    page.write_text(html_page(result, figures, href))
     return markdown, page
 
 
@@ -252,22 +199,28 @@ def _interval(estimate):
 
 
 def _md_table(header, rows):
-    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    def cell(value):
+        text = str(value).replace("|", "\\|").replace("\n", " ")
+        return f"[{text}]({value.href})" if isinstance(value, Link) else text
     return (["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(map(cell, row)) + " |" for row in rows] + [""])
 
 
 def _html_table(header, rows, reason_column=None):
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    content = lambda c: (f'<a href="{html.escape(c.href)}">{html.escape(c.text)}</a>' if isinstance(c, Link)
+                         else html.escape(str(c)))
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=reason" if i == reason_column else ""}>{html.escape(str(c))}</td>'
+        "<tr>" + "".join(f'<td{" class=reason" if i == reason_column else ""}>{content(c)}</td>'
                          for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _html_figure(figure):
-    return (f'<figure><img alt="{html.escape(figure.title)}" src="{figure.data_uri()}">'
-            f"<figcaption>{html.escape(figure.section)}: {html.escape(figure.title)}</figcaption></figure>")
+    data_uri = "data:image/png;base64," + base64.b64encode(figure.png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(figure.title)}" src="{data_uri}">'
+            f"<figcaption>{html.escape(figure.section)}: {html.escape(figure.title)} "
+            f'(<a href="figures/{html.escape(figure.stem)}.svg">SVG</a>)</figcaption></figure>')
 
 
 def _write_all(result, args):
@@ -281,7 +234,8 @@ def _write_all(result, args):
 
 def main(argv=None):
     return aggregate_lib.run_cli(sys.argv[1:] if argv is None else argv, _write_all,
-                                 prog="harness.report", description=__doc__)
+                                 prog="harness.report", description=__doc__,
+                                 default_out="RESULTS_DIR/report, with the aggregate tables in RESULTS_DIR/aggregate")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Train and evaluate one run.
 
     python -m harness.run --gin gin/kalmamba_noisy.gin [--gin gin/quick.gin] [--bind 'Name.param=value']
-                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda] [--tensorboard]
+                          [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda|cuda:N]
+                          [--tensorboard] [--wandb] [--video]
 
 Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
 gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
@@ -15,6 +16,7 @@ import traceback
 from harness import config
 from harness import rundir
 from harness.cli import CliParser
+from harness.device import DEVICE_HELP, device_arg, resolve_device
 from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
 
@@ -32,31 +34,36 @@ def _on_signal(signum, frame):
 
 
 def parse_args(argv):
-    parser = CliParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m harness.run", doc=__doc__)
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin file (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="gin binding such as \"Experiment.seed=3\" (repeatable)")
-    parser.add_argument("--out", help="run directory (default <root>/<experiment>/<method>[+<variant>]/"
-                                      "<suite>/<task>/ctx<T>/seed<k>)")
-    parser.add_argument("--root", default="results", help="results root for the default run directory")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default ROOT/<experiment>/<method>[+<variant>]/"
+                                                     "<suite>/<task>/ctx<T>/seed<k>)")
+    parser.add_argument("--root", default="results", metavar="ROOT",
+                        help="results root of the default run directory (default: results)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue from the run directory's checkpoint (the configuration must match)")
     mode.add_argument("--overwrite", action="store_true",
                       help="delete the files of an existing run first (only a directory holding run.json)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", type=device_arg, default="auto", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP)
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard summaries to <run>/tb")
+    parser.add_argument("--video", action="store_true",
+                        help="write an mp4 of the first eval episode of every evaluation to <run>/videos "
+                             "(Schedule.video_every sets a sparser cadence)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log to Weights & Biases (run identity and gin bindings as its config; "
+                             "files in <run>/wandb; WANDB_MODE=offline logs without an account)")
+    parser.add_argument("--wandb-project", default="ssm-bench", metavar="NAME", help="W&B project (default ssm-bench)")
+    parser.add_argument("--wandb-entity", metavar="NAME", help="W&B entity (default: your default entity)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
-def resolve_device(name):
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise config.ConfigError("--device cuda: no CUDA device is available")
-    return name
+def wandb_options(args):
+    from harness.loggers import WandbOptions
+    return WandbOptions(args.wandb_project, args.wandb_entity) if args.wandb else None
 
 
 class Plan:
@@ -73,11 +80,10 @@ def prepare(args) -> Plan:
     Raises ConfigError or RunDirectoryError with a one-line message. Holds the run directory's lock
     on return (when there is something to train).
     """
-    from harness.tensorboard import TensorBoardWriter
+    from harness import loggers
 
     device = resolve_device(args.device)
-    if args.tensorboard:
-        TensorBoardWriter.check_available()
+    loggers.check_available(args.tensorboard, wandb_options(args))
     config.parse(args.gin, args.bind)
     try:
         experiment = config.make_experiment()
@@ -94,6 +100,7 @@ def prepare(args) -> Plan:
 def _check_and_build(args, experiment, run_dir, device) -> Plan:
     import gin
     from envs.rendering import RenderingUnavailableError
+    from harness.video import VideoUnavailableError
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise config.ConfigError(f"run directory {run_dir.path} is a file")
     existed = run_dir.exists()
@@ -120,10 +127,15 @@ def _check_and_build(args, experiment, run_dir, device) -> Plan:
             if info.get("status") == rundir.DONE:
                 return Plan(experiment, run_dir, info)
 
-    try:  # builds envs and models (and reads an offline dataset): the remaining user errors surface here
+    extras = {}  # options only the online runner takes: asked for explicitly, refused by others
+    if args.video:
+        extras["video_every_eval"] = True
+    if wandb_options(args):
+        extras["wandb"] = wandb_options(args)
+    try:  # builds envs and models (or reads an offline dataset): the remaining user errors surface here
         runner = experiment.runner(experiment, run_dir, device=device, tensorboard=args.tensorboard,
-                                   progress=not args.no_progress)
-    except (ValueError, TypeError, RenderingUnavailableError) as error:  # bad task, shapes, references
+                                   progress=not args.no_progress, **extras)
+    except (ValueError, TypeError, RenderingUnavailableError, VideoUnavailableError) as error:  # bad task, shapes, references
         raise config.ConfigError(config.one_line(error)) from error
     identity = run_identity(experiment, runner.env, getattr(runner, "dataset_kind", None))
     state = None

@@ -15,10 +15,11 @@ import re
 
 from harness import rundir
 
-# Bindings a resumed run may change: the budget and logging cadence, nothing that shapes learning.
+# Bindings a resumed run may change: the budget, logging cadence and what is only recorded
+# (videos, kept checkpoints, the frame size of videos), nothing that shapes learning.
 RESUMABLE_BINDINGS = frozenset({
     "Schedule.total_env_steps", "Schedule.eval_every", "Schedule.checkpoint_every",
-    "Schedule.log_every",
+    "Schedule.log_every", "Schedule.video_every", "Schedule.keep_checkpoints_at", "make_env.render_size",
 })
 
 

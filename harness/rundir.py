@@ -3,7 +3,11 @@
     <run_dir>/run.json        identity, status and provenance, replaced atomically
               metrics.jsonl   one JSON object per line, appended whole and flushed
               config.gin      the operative gin config
-              checkpoint/     state.pt (replaced atomically) and replay chunks
+              checkpoint/     state.pt (replaced atomically), replay chunks and the agent weights
+                              kept at chosen steps (agent_step<N>.pt)
+              videos/         step<N>.mp4: the first eval episode of the evaluation at env step N
+              evaluations/    <stamp>.json (and .mp4) of `python -m harness.evaluate`
+              wandb/          the Weights & Biases run (--wandb)
               .lock           held (flock) by the one process that writes the directory
 
 Every write is crash-safe: a temporary file, fsync, then os.replace; a killed write leaves only a
@@ -34,8 +38,13 @@ CONFIG_FILE = "config.gin"
 CHECKPOINT_DIR = "checkpoint"
 LOCK_FILE = ".lock"
 TENSORBOARD_DIR = "tb"
+WANDB_DIR = "wandb"
+VIDEOS_DIR = "videos"
+EVALUATIONS_DIR = "evaluations"
+KEPT_AGENT_PREFIX = "agent_step"  # checkpoint/agent_step<N>.pt
 # Everything a run writes into its directory; --overwrite removes these and nothing else.
-RUN_ENTRIES = (RUN_FILE, METRICS_FILE, CONFIG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR)
+RUN_ENTRIES = (RUN_FILE, METRICS_FILE, CONFIG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR, WANDB_DIR, VIDEOS_DIR,
+               EVALUATIONS_DIR)
 
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 STATUSES = (RUNNING, DONE, FAILED, INTERRUPTED)
@@ -137,8 +146,10 @@ class RunDirectory:
         self.checkpoint = self.path / CHECKPOINT_DIR
         self.state_file = self.checkpoint / "state.pt"
         self.replay_dir = self.checkpoint / "replay"
-        self.kept_dir = self.checkpoint / "kept"
         self.tensorboard = self.path / TENSORBOARD_DIR
+        self.wandb = self.path / WANDB_DIR
+        self.videos = self.path / VIDEOS_DIR
+        self.evaluations = self.path / EVALUATIONS_DIR
         self._lock = None
 
     # -- what is there -------------------------------------------------------------------------
@@ -212,7 +223,7 @@ class RunDirectory:
 
     def remove_stale_temporaries(self):
         """`*.tmp` files of writes that a killed process left half done (call under the lock)."""
-        for directory in (self.path, self.checkpoint, self.replay_dir, self.kept_dir):
+        for directory in (self.path, self.checkpoint, self.replay_dir, self.videos, self.evaluations):
             if directory.is_dir():
                 for tmp in directory.glob("*.tmp"):
                     tmp.unlink(missing_ok=True)
@@ -275,36 +286,6 @@ class RunDirectory:
             tmp.unlink(missing_ok=True)
             raise
 
-    def kept_policy_file(self, mark):
-        """Where the agent kept for the env-step mark `mark` (Schedule.keep_checkpoints_at) lives."""
-        return self.kept_dir / f"agent_{int(mark)}.pt"
-
-    def kept_policy_marks(self):
-        """Sorted marks that have a kept agent."""
-        found = (re.fullmatch(r"agent_(\d+)\.pt", p.name) for p in self.kept_dir.glob("agent_*.pt"))
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def save_kept_policy(self, mark, kept):
-        """kept: {"env_step": int, "agent": state_dict}; written atomically."""
-        import torch
-        self.kept_dir.mkdir(parents=True, exist_ok=True)
-        path = self.kept_policy_file(mark)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            torch.save(kept, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    def load_kept_policy(self, mark, map_location):
-        import torch
-        try:
-            return torch.load(self.kept_policy_file(mark), map_location=map_location, weights_only=False)
-        except Exception as error:
-            raise RunDirectoryError(f"cannot read the kept agent {self.kept_policy_file(mark)} "
-                                    f"({type(error).__name__})") from error
-
     def load_state(self, map_location):
         """The checkpoint, or None when none was taken; RunDirectoryError when it cannot be read."""
         import torch
@@ -315,3 +296,81 @@ class RunDirectory:
         except Exception as error:  # truncated zip, pickle errors, ...
             raise RunDirectoryError(f"cannot read the checkpoint {self.state_file} "
                                     f"({type(error).__name__}); --overwrite starts the run again") from error
+
+    def kept_agent_file(self, env_step):
+        return self.checkpoint / f"{KEPT_AGENT_PREFIX}{env_step}.pt"
+
+    def save_kept_agent(self, env_step, agent_state):
+        """Keep the agent's weights of the checkpoint at `env_step` (Schedule.keep_checkpoints_at)."""
+        import torch
+        self.checkpoint.mkdir(parents=True, exist_ok=True)
+        target = self.kept_agent_file(env_step)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            torch.save({"env_step": env_step, "agent": agent_state}, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def kept_agent_steps(self):
+        """Env steps of the kept agent weights, ascending."""
+        steps = []
+        for path in self.checkpoint.glob(f"{KEPT_AGENT_PREFIX}*.pt") if self.checkpoint.is_dir() else ():
+            number = path.stem[len(KEPT_AGENT_PREFIX):]
+            if number.isdigit():
+                steps.append(int(number))
+        return sorted(steps)
+
+    def remove_kept_agents_after(self, env_step):
+        """A resumed run drops weights kept after the checkpoint it continues from: they belong to
+        the interrupted future, and the run keeps them again at its own steps."""
+        for step in self.kept_agent_steps():
+            if step > env_step:
+                self.kept_agent_file(step).unlink(missing_ok=True)
+
+    def load_agent(self, env_step, map_location):
+        """(env step, agent state dict) of the latest checkpoint (env_step None) or of the weights
+        kept at `env_step`; RunDirectoryError, naming what there is, when there is no such checkpoint."""
+        import torch
+        state = self.load_state(map_location)
+        latest = None if state is None else state["counters"]["env_step"]
+        if env_step is None or env_step == latest:
+            if state is None:
+                raise RunDirectoryError(f"{self.path} has no checkpoint ({self.state_file} is missing)")
+            return latest, state["agent"]
+        if env_step not in self.kept_agent_steps():
+            have = [str(s) for s in self.kept_agent_steps()] + ([f"{latest} (latest)"] if latest is not None else [])
+            raise RunDirectoryError(f"--checkpoint {env_step}: {self.path} has no checkpoint at env step {env_step} "
+                                    f"(it has: {', '.join(have) or 'none'}; Schedule.keep_checkpoints_at keeps more)")
+        path = self.kept_agent_file(env_step)
+        try:
+            return env_step, torch.load(path, map_location=map_location, weights_only=False)["agent"]
+        except Exception as error:
+            raise RunDirectoryError(f"cannot read the checkpoint {path} ({type(error).__name__})") from error
+
+    # -- videos and evaluations -----------------------------------------------------------------------
+    def video_file(self, env_step):
+        """videos/step<N>.mp4, zero-padded so that names sort by env step."""
+        return self.videos / f"step{env_step:09d}.mp4"
+
+    def new_evaluation_stamp(self, env_step):
+        """A name for one `harness.evaluate` result: '<UTC time>_step<N>', unique in evaluations/."""
+        base = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"_step{env_step}"
+        stamp, n = base, 1
+        while (self.evaluations / f"{stamp}.json").exists():
+            n += 1
+            stamp = f"{base}_{n}"
+        return stamp
+
+    def evaluation_file(self, stamp, suffix=".json"):
+        return self.evaluations / f"{stamp}{suffix}"
+
+    def write_evaluation(self, stamp, record):
+        self.evaluations.mkdir(parents=True, exist_ok=True)
+        record, nonfinite = json_safe(record)
+        if nonfinite:
+            record["nonfinite"] = nonfinite
+        path = self.evaluation_file(stamp)
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        return path

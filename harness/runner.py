@@ -27,8 +27,8 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
+from harness import episodes, loggers, video
 from harness.experiment import Schedule
-from harness.tensorboard import TensorBoardWriter
 
 
 class NonFiniteMetricError(RuntimeError):
@@ -37,14 +37,14 @@ class NonFiniteMetricError(RuntimeError):
 
 class Runner:
     def __init__(self, experiment, run_dir, schedule=None, device="cpu", tensorboard=False,
-                 progress=True):
+                 progress=True, video_every_eval=False, wandb=None):
         self.experiment = experiment
         self.run_dir = run_dir
         self.schedule = schedule or Schedule()
         self.device = torch.device(device)
         self.progress = progress
-        self.use_tensorboard = tensorboard
-        self.tensorboard = None  # opened in run(), once the run directory is in place
+        self.logger_options = {"tensorboard": tensorboard, "wandb": wandb}  # see harness.loggers
+        self.logger = None  # opened in run(), once the run directory is in place
         self._seed_everything(experiment.seed)
         self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task, seed=experiment.seed)
         self.eval_env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
@@ -52,13 +52,18 @@ class Runner:
         world_model = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim)
         self.agent = experiment.agent(world_model=world_model, action_dim=self.env.action_dim).to(self.device)
         self._check_schedule()
+        self.video_every_eval = video_every_eval  # --video; else Schedule.video_every decides
+        if video_every_eval or self.schedule.video_every:
+            video.check_available()
+            self.eval_env.render()  # fails here, before anything is written, when OpenGL is missing
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)
         self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0, "prefill_agent_steps": 0,
                          "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
                          "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0,
-                         "last_log_env_step": 0, "last_log_clock": 0.0, "eval_s": 0.0, "last_log_eval_s": 0.0}
+                         "last_log_env_step": 0, "last_log_clock": 0.0, "eval_s": 0.0, "last_log_eval_s": 0.0,
+                         "next_video": 0, "kept_checkpoints": 0}
         self.last_eval_return = float("nan")
         self._train_metrics = collections.defaultdict(list)
         self._episode_returns = []
@@ -82,8 +87,7 @@ class Runner:
     def run(self, state=None):
         """Train until `total_env_steps`, continuing from `state` (a loaded checkpoint) if given."""
         self._restore(state)
-        if self.use_tensorboard:
-            self.tensorboard = TensorBoardWriter(self.run_dir.path / "tb")
+        self.logger = loggers.open_loggers(self.run_dir, **self.logger_options)
         bar = self._progress_bar()
         start, start_clock = time.perf_counter(), self.counters["wall_clock_s"]
         try:
@@ -99,8 +103,7 @@ class Runner:
                                 sps=f"{self.counters['env_step'] / max(clock, 1e-9):.0f}")
         finally:
             bar.close()
-            if self.tensorboard:
-                self.tensorboard.close()
+            self.logger.close()
         self.counters["wall_clock_s"] = start_clock + time.perf_counter() - start
         if self.counters["updates"] == 0:
             raise RuntimeError("the run ended without a single gradient update")
@@ -163,30 +166,30 @@ class Runner:
     def _evaluate(self, clock):
         c = self.counters
         began = time.perf_counter()
-        returns = [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+        frames = [] if self._video_due() else None
+        returns = [self._run_eval_episode(i, frames if i == 0 else None) for i in range(self.schedule.eval_episodes)]
+        if frames is not None:
+            video.write_mp4(self.run_dir.video_file(c["env_step"]), frames, self.eval_env.metadata["render_fps"])
         c["eval_s"] += time.perf_counter() - began
         self.last_eval_return = float(np.mean(returns))
         record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
                   "return_std": float(np.std(returns)), "returns": [float(r) for r in returns],
                   "wall_clock_s": round(clock, 3)}
-        self.run_dir.append_metrics(record)
-        if self.tensorboard:
-            self.tensorboard.write(c["env_step"], {"eval/return": self.last_eval_return})
+        self.logger.write(record)
         while c["next_eval"] <= c["env_step"]:
             c["next_eval"] += self.schedule.eval_every
 
-    def _run_eval_episode(self, index):
-        evaluation = self.counters["env_step"] // max(self.schedule.eval_every, 1)
-        obs, _ = self.eval_env.reset(seed=self.experiment.seed * 7919 + evaluation * 1000 + index)
-        state = self.agent.initial_state(1)
-        prev_action = np.zeros(self.env.action_dim, np.float32)
-        is_first, total, done = True, 0.0, False
-        while not done:
-            action, state = self.agent.act(state, obs[None], prev_action[None], [is_first], deterministic=True)
-            obs, reward, terminated, truncated, _ = self.eval_env.step(action[0])
-            total += reward
-            prev_action, is_first, done = action[0], False, terminated or truncated
-        return total
+    def _run_eval_episode(self, index, frames=None):
+        seed = episodes.eval_seed(self.experiment.seed, self.counters["env_step"], self.schedule.eval_every, index)
+        return episodes.run_eval_episode(self.agent, self.eval_env, seed, frames)
+
+    def _video_due(self):
+        c, every = self.counters, self.schedule.video_every
+        if not (self.video_every_eval or every) or c["env_step"] < c["next_video"]:
+            return False
+        while every and c["next_video"] <= c["env_step"]:
+            c["next_video"] += every
+        return True
 
     def _log_train(self, clock):
         c = self.counters
@@ -198,14 +201,11 @@ class Runner:
                   / max(clock - c["last_log_clock"] - (c["eval_s"] - c["last_log_eval_s"]), 1e-9),
                   "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
         record.update(self._mean_train_metrics())
-        self.run_dir.append_metrics(record)
+        self.logger.write(record)
         nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if nonfinite:
             raise NonFiniteMetricError(f"non-finite train metric {nonfinite[0]} = {record[nonfinite[0]]} "
                                        f"at env step {c['env_step']} (all: {', '.join(nonfinite)})")
-        if self.tensorboard:
-            self.tensorboard.write(c["env_step"], {k: v for k, v in record.items()
-                                                   if k.startswith("train/") and v is not None})
         self._train_metrics.clear()
         self._episode_returns.clear()
         c["last_log_env_step"], c["last_log_clock"], c["last_log_eval_s"] = c["env_step"], clock, c["eval_s"]
@@ -224,12 +224,13 @@ class Runner:
     # -- checkpointing -----------------------------------------------------------------------------
     def _checkpoint(self):
         c = self.counters
-        for mark in self.schedule.keep_checkpoints_at:
-            if mark <= c["env_step"] and not self.run_dir.kept_policy_file(mark).exists():
-                self.run_dir.save_kept_policy(mark, {"env_step": c["env_step"], "agent": self.agent.state_dict()})
         while c["next_checkpoint"] <= c["env_step"]:
             c["next_checkpoint"] += self.schedule.checkpoint_every
         c["metrics_bytes"] = self.run_dir.metrics_size()
+        marks_passed = sum(mark <= c["env_step"] for mark in self.schedule.keep_checkpoints_at)
+        if marks_passed > c["kept_checkpoints"]:
+            self.run_dir.save_kept_agent(c["env_step"], self.agent.state_dict())
+            c["kept_checkpoints"] = marks_passed
         self.replay.save(self.run_dir.replay_dir)
         self.run_dir.save_state({
             "counters": dict(c),
@@ -264,6 +265,7 @@ class Runner:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
+        self.run_dir.remove_kept_agents_after(self.counters["env_step"])
 
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod

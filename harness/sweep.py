@@ -1,11 +1,8 @@
-"""Run a grid of experiments: `python -m harness.sweep --gin gin/sweeps/<name>.gin [options]`.
+"""Run a grid of experiments, each one `python -m harness.run`, on this machine or a Ray cluster.
 
-    --executor local|ray   local: a pool of --workers processes; ray: one Ray task per run
-    --workers N            local pool size (default: CPUs / Sweep.num_cpus); for ray, the most runs
-                           in flight at once (default: all) and, without --address, the local instance
-                           gets N * Sweep.num_cpus CPUs
-    --address ADDR         Ray cluster to join ('auto' or host:port); none starts a local instance
-    --bind 'Sweep.x=...'   override the sweep file;  --dry-run  print the plan only
+    python -m harness.sweep --gin gin/sweeps/tiny.gin --executor local --workers 2
+    python -m harness.sweep --gin gin/sweeps/tiny.gin --gpus 0,1 --runs-per-gpu 2
+    python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto
 
 The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 (harness/sweep_plan.py); each cell is one `python -m harness.run` whose run directory comes from
@@ -22,22 +19,43 @@ import sys
 from harness import config
 from harness import executors as executors_lib
 from harness import rundir
-from harness.cli import CliParser, fail
+from harness.cli import CliParser, fail, non_negative_float, positive_int
 from harness.sweep_plan import load_sweep, plan
 from harness.sweep_runner import Manifest, lock_sweep_dir, run_sweep
 
 
 def parse_args(argv):
-    parser = CliParser(prog="python -m harness.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="sweep gin file")
+    parser = CliParser(prog="python -m harness.sweep", doc=__doc__)
+    parser.add_argument("--gin", action="append", required=True, metavar="FILE",
+                        help="sweep gin file, e.g. gin/sweeps/tiny.gin (repeatable)")
     parser.add_argument("--bind", action="append", default=[], metavar="BINDING",
                         help="binding such as \"Sweep.seeds=[0, 1]\" (repeatable)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
-    parser.add_argument("--workers", type=int, help="parallel runs (see the module docstring)")
-    parser.add_argument("--address", help="Ray cluster address ('auto' or host:port)")
-    parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: processes on this machine (default); ray: one Ray task per run")
+    parser.add_argument("--workers", type=positive_int, metavar="N",
+                        help="local: runs at once (default: CPUs / Sweep.num_cpus, or GPUs x --runs-per-gpu); "
+                             "ray: most runs in flight (default: all), and without --address the local Ray "
+                             "instance gets N x Sweep.num_cpus CPUs")
+    parser.add_argument("--gpus", type=gpu_list, metavar="0,1,...",
+                        help="local: GPUs to run on (as CUDA_VISIBLE_DEVICES names them); each run sees one, "
+                             "set in its CUDA_VISIBLE_DEVICES (ray: use Sweep.num_gpus instead)")
+    parser.add_argument("--runs-per-gpu", type=positive_int, metavar="N",
+                        help="local, with --gpus: runs sharing one GPU at a time (default 1)")
+    parser.add_argument("--address", metavar="ADDR", help="Ray cluster to join ('auto' or host:port); "
+                                                          "none starts a local Ray instance")
+    parser.add_argument("--grace", type=non_negative_float, default=10.0, metavar="SECONDS",
+                        help="seconds between SIGTERM and SIGKILL when stopping runs (default 10)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and their state, run nothing")
     return parser.parse_args(argv)
+
+
+def gpu_list(text):
+    """argparse type: '0,1' -> ['0', '1'] (distinct non-negative integers)."""
+    import argparse
+    gpus = text.split(",")
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas, got {text!r}")
+    return gpus
 
 
 def check_executor_args(args):
@@ -45,12 +63,19 @@ def check_executor_args(args):
         raise executors_lib.ExecutorError(f"--workers must be at least 1, got {args.workers}")
     if args.executor == "local" and args.address:
         raise executors_lib.ExecutorError("--address needs --executor ray")
+    if args.executor == "ray" and args.gpus:
+        raise executors_lib.ExecutorError("--gpus is for --executor local; Ray places runs on GPUs by Sweep.num_gpus")
+    if args.runs_per_gpu is not None and not args.gpus:
+        raise executors_lib.ExecutorError("--runs-per-gpu needs --gpus")
 
 
 def make_executor(args, sweep):
     """(executor, parallelism) for the command-line options."""
     check_executor_args(args)
     if args.executor == "local":
+        if args.gpus:
+            executor = executors_lib.LocalExecutor(args.workers, args.gpus, args.runs_per_gpu or 1)
+            return executor, executor.workers
         workers = args.workers or max(1, int((os.cpu_count() or 1) // sweep.num_cpus))
         return executors_lib.LocalExecutor(workers), workers
     local_cpus = args.workers * sweep.num_cpus if args.workers else None

@@ -20,15 +20,16 @@ import numpy as np
 
 import envs
 from envs import suites
+from harness.cli import CliParser
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.bench env", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="python -m harness.bench env", doc=__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(suites.DEFAULT_TASKS), metavar="TASK",
                         help="tasks to measure (default: the default DMC set)")
     parser.add_argument("--env-steps", type=int, default=2000, help="env steps per run (default 2000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is reported")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="side of the image suite's frames (default 64)")
     parser.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the first allowed)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one core")
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ import sys
 import torch
 
 from harness.benchmarks.timing import median_ms
+from harness.cli import CliParser
 from models.kalman import kalman_filter, kalman_smoother
 from models.mamba import Mamba, mamba_ssm_available
 
@@ -46,7 +47,7 @@ def main(argv=None):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.bench kalman", description=__doc__,
+    parser = CliParser(prog="python -m harness.bench kalman", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
     parser.add_argument("--batch", type=int, default=32)

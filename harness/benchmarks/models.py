@@ -31,7 +31,8 @@ from harness import config
 from harness.cli import CliParser
 from harness.benchmarks.timing import median_ms
 
-GIN_DIR = config.REPO_ROOT / "gin"
+GIN_ROOT = config.GIN_ROOTS[0] if config.GIN_ROOTS else config.REPO_ROOT  # a clone, or the installed package
+GIN_DIR = GIN_ROOT / "gin"
 
 
 def main(argv=None):
@@ -136,7 +137,7 @@ def default_experiments(suites):
         except config.ConfigError:
             continue  # an overlay or a fragment
         if experiment.suite in suites:
-            found.append(path.relative_to(config.REPO_ROOT).as_posix())
+            found.append(path.relative_to(GIN_ROOT).as_posix())
     return found
 
 

@@ -41,6 +41,7 @@ def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_
                       "return_std": 1.0, "returns": [ret - 1, ret + 1], "wall_clock_s": i * 10.0})
     text = "".join(json.dumps(line) + "\n" for line in lines)
     (run_dir / "metrics.jsonl").write_text(text + "".join(extra_lines))
+    (run_dir / "config.gin").write_text(f"Experiment.task = '{task}'\nExperiment.seed = {seed}\n")
     return run_dir
 
 

@@ -1,6 +1,7 @@
 """harness.report: leaderboard.md, a self-contained index.html whose figures decode, checked in Chromium."""
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import report
+from harness import report, report_figures
 from tests.harness.test_aggregate import write_grid
 from tests.harness.test_records import write_run
 
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:random_state is deprecated:Futur
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 TASKS = ("cartpole_swingup", "cheetah_run")
 BLUE = np.array([1, 115, 178])  # first colour of seaborn's colorblind palette: the first method
+# per group: per-task curves, intervals, profiles, improvement, efficiency; + wall-clock
+NUM_FIGURES = 2 * 5 + 1
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,10 @@ def test_leaderboard_markdown_has_ranked_tables_and_per_task_returns(built):
     iqm = {m: np.mean(np.sort((written[m][:, :, -1] / 1000).ravel())[1:5]) for m in written}
     assert ranked[:2] == sorted(iqm, key=lambda m: -iqm[m])  # best IQM first
     for figure in ("exp_noisy_state_ctx32_intervals.png", "exp_noisy_state_ctx64_sample_efficiency.png",
-                   "wall_clock_vs_context_length.png"):
+                   "exp_noisy_state_ctx32_per_task_curves.png", "wall_clock_vs_context_length.png"):
         assert f"(figures/{figure})" in text and (root / "report" / "figures" / figure).is_file()
+        svg = (root / "report" / "figures" / figure.replace(".png", ".svg")).read_text()
+        assert "<svg" in svg[:1000] and "</svg>" in svg[-100:]
     assert (root / "aggregate" / "aggregate.json").is_file()
 
 
@@ -57,18 +62,98 @@ def test_report_lists_failed_and_corrupt_runs_with_reason(built):
         assert "metrics.jsonl line 6: corrupt JSON" in text
 
 
-def test_html_is_self_contained_and_every_image_decodes(built):
+def test_html_embeds_every_figure_and_its_links_lead_to_files_that_exist(built):
     root, _ = built
     page = (root / "report" / "index.html").read_text()
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(sources) == 2 * 4 + 1  # per group: intervals, profiles, improvement, efficiency; + wall-clock
-    assert not re.search(r'(src|href)="(?!data:)', page), "the page must not reference other files"
+    assert len(sources) == NUM_FIGURES
+    assert not re.search(r'src="(?!data:)', page), "figures must be embedded: the page reads alone"
+    links = re.findall(r'href="([^"]+)"', page)
+    assert len([link for link in links if link.endswith(".svg")]) == NUM_FIGURES
+    assert len([link for link in links if re.search(r"/seed\d+$", link)]) == 2 * 2 * 2 * 3  # every run
+    for link in links:
+        assert (root / "report" / link).exists(), link
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1], validate=True)))
         image.load()
         pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
         assert min(image.size) > 100 and pixels.std() > 10, "figure is blank"
+
+
+def test_a_cell_with_fewer_than_three_seeds_is_warned_about_and_marked(tmp_path):
+    write_grid(tmp_path, methods=("kalmamba",), tasks=TASKS, seeds=range(3))
+    write_grid(tmp_path, methods=("sac",), tasks=TASKS, seeds=range(1))
+    assert report.main([str(tmp_path), "--reps", "20"]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    warnings = re.findall(r'<div class="warning">warning: ([^<]*)</div>', page)
+    assert warnings == [f"exp: noisy_state/ctx32: sac has 1 seed(s) on {task}, fewer than 3: its intervals "
+                        "and mean are not meaningful" for task in TASKS]
+    markdown = (tmp_path / "report" / "leaderboard.md").read_text()
+    sac_row = next(line for line in markdown.splitlines() if line.startswith("| sac | ") and "±" in line)
+    kalmamba_row = next(line for line in markdown.splitlines() if line.startswith("| kalmamba | ") and "±" in line)
+    assert sac_row.count("(1) ⚠") == 2 and "⚠" not in kalmamba_row
+    assert "> warning: exp: noisy_state/ctx32: sac has 1 seed(s) on cheetah_run" in markdown
+
+
+def test_provenance_table_reads_run_json(built):
+    root, _ = built
+    text = (root / "report" / "leaderboard.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| sac | 6 | ")]
+    assert len(rows) == 2  # one per context length: 2 tasks x 3 seeds
+    assert rows[0].startswith("| sac | 6 | abc | python 3.11 | cpu | - | [exp/sac/noisy_state/cartpole_swingup")
+
+
+def test_one_method_order_in_tables_and_figures(built):
+    root, _ = built
+    result = json.loads((root / "aggregate" / "aggregate.json").read_text())
+    group = result["groups"][0]
+    order = report_figures.method_order(group)
+    assert [m for m, *_ in report.leaderboard_rows(group, ["IQM"])] == order
+    assert [m for m, _ in report.per_task_rows(group)] == order
+    colors = report_figures.method_colors(result)
+    for draw in (report_figures.per_task_curves_figure, report_figures.profiles_figure,
+                 report_figures.sample_efficiency_figure):
+        figure = draw(group, colors)
+        labels = figure.axes[0].get_legend_handles_labels()[1]
+        assert [label.split(" (")[0] for label in labels] == order, draw.__name__
+    intervals = report_figures.intervals_figure(group, colors, ["IQM"])
+    assert [t.get_text() for t in intervals.axes[0].get_yticklabels()][::-1] == order  # best on top
+
+
+def test_per_task_curves_draw_every_seed_thin_and_the_mean_thick(built):
+    root, written = built
+    group = json.loads((root / "aggregate" / "aggregate.json").read_text())["groups"][0]
+    figure = report_figures.per_task_curves_figure(group, report_figures.method_colors({"groups": [group],
+                                                   "wall_clock": {"by_context_length": []}}))
+    first_task = figure.axes[0]
+    assert first_task.get_title() == TASKS[0]
+    thin = [line for line in first_task.get_lines() if line.get_linewidth() < 1]
+    thick = [line for line in first_task.get_lines() if line.get_linewidth() > 2]
+    assert len(thin) == 2 * 3 and len(thick) == 2
+    sac_mean = thick[report_figures.method_order(group).index("sac")]
+    np.testing.assert_allclose(sac_mean.get_ydata(), written["sac"][:, 0].mean(axis=0))
+
+
+def test_profile_axis_ends_near_the_best_score():
+    group = {"methods": ["a", "b"], "scores": {"a": [[0.12, 0.05]], "b": [[0.2, 0.31]]}}
+    assert report_figures.profile_axis_limit(group) == pytest.approx(0.4)
+    group["scores"]["b"] = [[0.99, 0.5]]
+    assert report_figures.profile_axis_limit(group) == 1.0
+    group["scores"] = {"a": [[0.0]], "b": [[0.01]]}
+    assert report_figures.profile_axis_limit(group) == pytest.approx(0.1)
+
+
+def test_wall_clock_with_one_context_length_is_a_labelled_bar_chart():
+    rows = [{"experiment": "exp", "method": m, "suite": "noisy_state", "context_length": 32,
+             "median_hours_per_1M_env_steps": hours} for m, hours in (("sac", 2.0), ("kalmamba", 5.5))]
+    colors = {"sac": (0, 0, 1), "kalmamba": (1, 0, 0)}
+    ax = report_figures.wall_clock_figure(rows, colors).axes[0]
+    assert [round(bar.get_height(), 3) for bar in ax.patches] == [5.5, 2.0]  # the table's order
+    assert ax.get_xscale() == "linear" and ax.get_ylim()[0] == 0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["kalmamba (noisy_state)", "sac (noisy_state)"]
+    several = rows + [dict(r, context_length=64, median_hours_per_1M_env_steps=9.0) for r in rows]
+    assert report_figures.wall_clock_figure(several, colors).axes[0].get_xscale() == "log"
 
 
 def test_report_cli_user_error_is_one_line(tmp_path, capsys):
@@ -89,7 +174,7 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
     assert pixels.shape == (4000, 1400, 3)
     assert (pixels.min(axis=2) < 200).mean() > 0.02, "screenshot is (almost) blank"
     assert (np.abs(pixels - BLUE).sum(axis=2) < 40).sum() > 500, "no figure colour on the page"
-    assert _broken_images_in_chromium(page, tmp_path) == (9, 0)
+    assert _broken_images_in_chromium(page, tmp_path) == (NUM_FIGURES, 0)
 
 
 def _broken_images_in_chromium(page, tmp_path):

@@ -212,14 +212,21 @@ def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
     (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.seeds = []"], "Sweep.seeds is empty"),
     (["--gin", "gin/sweeps/tiny.gin", "--bind", "Sweep.methods = ['gin/nope.gin']"],
      "gin file not found: gin/nope.gin"),
-    (["--gin", "gin/sweeps/tiny.gin", "--workers", "0"], "--workers must be at least 1, got 0"),
+    (["--gin", "gin/sweeps/tiny.gin", "--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
     (["--gin", "gin/sweeps/tiny.gin", "--address", "auto"], "--address needs --executor ray"),
+    (["--gin", "gin/sweeps/tiny.gin", "--gpus", "0,a"], "argument --gpus: expected distinct GPU numbers"),
+    (["--gin", "gin/sweeps/tiny.gin", "--runs-per-gpu", "2"], "--runs-per-gpu needs --gpus"),
+    (["--gin", "gin/sweeps/tiny.gin", "--gpus", "0", "--executor", "ray"], "--gpus is for --executor local"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     argv = argv + ["--bind", f"Sweep.results_dir = '{tmp_path}'"]
     if "Sweep.methods" not in str(argv):
         argv += ["--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
-    assert sweep_cli.main(argv) == 2
+    try:
+        status = sweep_cli.main(argv)
+    except SystemExit as usage_error:  # argparse's own checks
+        status = usage_error.code
+    assert status == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {words}")
     assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()

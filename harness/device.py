@@ -1,0 +1,35 @@
+"""`--device` of the command lines: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+
+    parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
+    device = resolve_device(args.device)    # raises ConfigError when CUDA (or GPU N) is missing
+"""
+import argparse
+import re
+
+from harness.config import ConfigError
+
+DEVICE_HELP = ("auto (CUDA if available, else CPU), cpu, cuda or cuda:N (GPU N of those "
+               "CUDA_VISIBLE_DEVICES shows; default: auto)")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_arg(text: str) -> str:
+    """argparse type: the device name, or a usage error naming the valid forms."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def resolve_device(name: str) -> str:
+    """The torch device string to use; ConfigError when the named CUDA device is not there."""
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return name

@@ -1,0 +1,36 @@
+"""One evaluation episode of an agent: the deterministic policy from reset to the time limit.
+
+Shared by training's evaluations (harness.runner) and `python -m harness.evaluate`, so both run the
+same episodes: episode `index` of the evaluation at `env_step` starts from the reset seed
+
+    seed * 7919 + (env_step // eval_every) * 1000 + index
+
+which makes evaluating a run's last checkpoint repeat its last evaluation exactly.
+"""
+import numpy as np
+
+
+def eval_seed(experiment_seed: int, env_step: int, eval_every: int, index: int) -> int:
+    return experiment_seed * 7919 + (env_step // max(eval_every, 1)) * 1000 + index
+
+
+def run_eval_episode(agent, env, seed: int, frames: list | None = None) -> float:
+    """Undiscounted return of one deterministic-policy episode from `env.reset(seed=seed)`.
+
+    frames: a list to append `env.render()` to, once after reset and once per agent step
+    (max_episode_steps + 1 frames), or None to render nothing.
+    """
+    obs, _ = env.reset(seed=seed)
+    state = agent.initial_state(1)
+    prev_action = np.zeros(env.action_dim, np.float32)
+    is_first, total, done = True, 0.0, False
+    if frames is not None:
+        frames.append(env.render())
+    while not done:
+        action, state = agent.act(state, obs[None], prev_action[None], [is_first], deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action[0])
+        total += reward
+        prev_action, is_first, done = action[0], False, terminated or truncated
+        if frames is not None:
+            frames.append(env.render())
+    return total
