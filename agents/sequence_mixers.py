@@ -20,7 +20,6 @@ acting costs the same at step 1 and step 1000; `step` over a sequence equals `fo
 import math
 
 import gin
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import tqdm
 
-from harness import datasets
+from harness import datasets, rng_state
 from harness.experiment import check_int
 from harness.tensorboard import TensorBoardWriter
 
@@ -233,9 +233,7 @@ class OfflineRunner:
         self.run_dir.save_state({
             "counters": dict(c), "agent": self.agent.state_dict(),
             "pending": {"train_metrics": dict(self._train_metrics), "last_eval_return": self.last_eval_return},
-            "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}})
+            "rng": rng_state.capture(self.rng)})
         self.run_dir.update_info(env_steps=c["env_step"], checkpoint_env_step=c["env_step"],
                                  wall_clock_s=round(c["wall_clock_s"], 3))
 
@@ -248,9 +246,5 @@ class OfflineRunner:
             self._train_metrics[key] = [torch.as_tensor(v, device=self.device) for v in values]
         self.last_eval_return = state["pending"]["last_eval_return"]
         self.agent.load_state_dict(state["agent"])
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        random.setstate(state["rng"]["python"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        rng_state.restore(self.rng, state["rng"])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])

@@ -143,7 +143,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         wall_clock_s=_number(info.get("wall_clock_s")),
         eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
         env_steps_per_s=float(np.median(speeds)) if speeds else None,
-        dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None)
+        dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None,
         provenance={key: info.get(key) for key in PROVENANCE_FIELDS})
 
 

@@ -30,7 +30,9 @@ class Figure:
 
 
 def section_label(group):
-    return f"{group['experiment']}: {group['suite']}/ctx{group['context_length']}"
+    """'<experiment>: <suite>[/<dataset kind>]/ctx<T>' (the dataset kind of offline groups)."""
+    kind = f"/{group['dataset_kind']}" if group.get("dataset_kind") else ""
+    return f"{group['experiment']}: {group['suite']}{kind}/ctx{group['context_length']}"
 
 
 def method_order(group):
@@ -70,7 +72,8 @@ def render_figures(result):
         figures.append(Figure(stem, title, section, png.getvalue(), svg.getvalue()))
 
     for g in result["groups"]:
-        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}_ctx{g['context_length']}"
+        kind = f"_{g['dataset_kind']}" if g.get("dataset_kind") else ""
+        label, stem = section_label(g), f"{g['experiment']}_{g['suite']}{kind}_ctx{g['context_length']}"
         for suffix, title, draw in _group_figures(result):
             fig = draw(g, colors)
             if fig is not None:

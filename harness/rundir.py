@@ -26,7 +26,6 @@ import math
 import os
 import pathlib
 import platform
-import re
 import shutil
 import subprocess
 

@@ -27,7 +27,7 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
-from harness import episodes, loggers, video
+from harness import episodes, loggers, rng_state, video
 from harness.experiment import Schedule
 
 
@@ -241,9 +241,7 @@ class Runner:
             "pending": {"train_metrics": dict(self._train_metrics),
                         "episode_returns": list(self._episode_returns),
                         "last_eval_return": self.last_eval_return},
-            "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": rng_state.capture(self.rng),
         })
         self.run_dir.update_info(env_steps=c["env_step"], checkpoint_env_step=c["env_step"],
                                  wall_clock_s=round(c["wall_clock_s"], 3))
@@ -259,11 +257,7 @@ class Runner:
         self.last_eval_return = state["pending"]["last_eval_return"]
         self.agent.load_state_dict(state["agent"])
         self.replay.load(self.run_dir.replay_dir, state["replay_total_added"])
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        random.setstate(state["rng"]["python"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        rng_state.restore(self.rng, state["rng"])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
         self.run_dir.remove_kept_agents_after(self.counters["env_step"])
 
