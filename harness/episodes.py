@@ -9,6 +9,8 @@ which makes evaluating a run's last checkpoint repeat its last evaluation exactl
 """
 import numpy as np
 
+from harness import video_strip
+
 
 def eval_seed(experiment_seed: int, env_step: int, eval_every: int, index: int) -> int:
     return experiment_seed * 7919 + (env_step // max(eval_every, 1)) * 1000 + index
@@ -17,20 +19,26 @@ def eval_seed(experiment_seed: int, env_step: int, eval_every: int, index: int) 
 def run_eval_episode(agent, env, seed: int, frames: list | None = None) -> float:
     """Undiscounted return of one deterministic-policy episode from `env.reset(seed=seed)`.
 
-    frames: a list to append `env.render()` to, once after reset and once per agent step
-    (max_episode_steps + 1 frames), or None to render nothing.
+    frames: a list to append a video frame to, once after reset and once per agent step
+    (max_episode_steps + 1 frames), or None to render nothing. A frame is `env.render()`, with the
+    world model's reconstruction and open-loop prediction beside it for image-suite world models
+    (harness.video_strip).
     """
     obs, _ = env.reset(seed=seed)
     state = agent.initial_state(1)
     prev_action = np.zeros(env.action_dim, np.float32)
     is_first, total, done = True, 0.0, False
-    if frames is not None:
-        frames.append(env.render())
+    strip = video_strip.strip_for(agent) if frames is not None else None
+    rendered = env.render() if frames is not None else None
     while not done:
         action, state = agent.act(state, obs[None], prev_action[None], [is_first], deterministic=True)
+        if frames is not None:
+            frames.append(strip.frame(rendered, state, action) if strip else rendered)
         obs, reward, terminated, truncated, _ = env.step(action[0])
         total += reward
         prev_action, is_first, done = action[0], False, terminated or truncated
         if frames is not None:
-            frames.append(env.render())
+            rendered = env.render()
+    if frames is not None:
+        frames.append(strip.frame(rendered) if strip else rendered)
     return total

@@ -27,7 +27,7 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
-from harness import episodes, loggers, rng_state, video
+from harness import episodes, loggers, rng_state, video, video_strip
 from harness.experiment import Schedule
 
 
@@ -56,6 +56,7 @@ class Runner:
         if video_every_eval or self.schedule.video_every:
             video.check_available()
             self.eval_env.render()  # fails here, before anything is written, when OpenGL is missing
+            video_strip.strip_for(self.agent)  # a bad ModelStrip binding fails here; the config records it
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)

@@ -10,7 +10,8 @@ from models.world_model import Belief, WorldModel
 
 @gin.configurable
 class Identity(WorldModel):
-    """features(belief) = obs_t as float32. Only for vector observations."""
+    """features(belief) = obs_t as float32. Only for vector observations. No observation model:
+    `reconstruct` and `predict` return None (the base class's), so eval videos show the frame alone."""
 
     name = "sac"
 

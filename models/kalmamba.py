@@ -35,6 +35,11 @@ one recurrent Mamba step; the state holds the filtered mean / var at t - 1, m_{t
 state, so nothing is recomputed. In eval mode (dropout off) `observe` equals successive `step`s.
 MC dropout samples its masks in train mode only: the agent acts in eval mode, with the mean network.
 
+Open-loop prediction (`predict`) has no w_{t+1} for the backbone: it feeds the model's own expected
+latent observation, E[w_{t+1}] = E[z_{t+1}] = A_t mu_t + b_t (H = I: the prior mean), and keeps the
+Mamba state running, so each imagined step is one `step` whose update is skipped and whose backbone
+reads the prior mean in place of the encoded observation.
+
 Continuing `observe` from a given state prepends one pseudo-step with a missing observation whose
 outgoing transition is (0, prior mean, prior var): the scan then starts exactly from the state's
 predicted belief.
@@ -131,6 +136,14 @@ class KalMamba(KalmanWorldModel):
         filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, is_first=restart, mean0=mean0, var0=var0)
         m, mamba = self.backbone_step(self.backbone_input(w, a_prev), self._mamba_state(state), restart)
         return self._carry(filtered.filtered_mean, filtered.filtered_var, m, mamba, restart)
+
+    def _prior_step(self, state: Belief, action) -> Belief:
+        """Predict with (A, b, Q) = transition(m_t, a_t), then one backbone step reading the prior
+        mean as w_{t+1} (module docstring)."""
+        mean, var = kalman_predict(state["mean"], state["var"], *self.transition(state["m"], action))
+        no_restart = torch.zeros_like(state["reset"])
+        m, mamba = self.backbone_step(self.backbone_input(mean, action), self._mamba_state(state), no_restart)
+        return self._carry(mean, var, m, mamba, no_restart)
 
     def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
         restart = self._restarts(is_first, state)

@@ -25,6 +25,12 @@ Features for the actor and critic (`belief_features`): the filtered mean, Z valu
 paper's SAC input), or concat(filtered mean, log filtered variance), 2 Z values (the log puts
 variances spanning decades on one scale), which lets the policy see its uncertainty.
 
+Reconstruction and open-loop prediction (`reconstruct`, `predict`) decode latent means: the
+reconstruction is decoder(mu+_t) of the filtered mean; the prediction rolls the prior mean
+m_{t+k} = A_{t+k-1} m_{t+k-1} + b_{t+k-1} from m_t = mu+_t under the given actions, with the
+subclass's transition (`_prior_step`; the variance A^2 P + Q is carried but does not enter the mean
+for either model), and decodes each m_{t+k}.
+
 Bounded activations (VRKN's parameterisation): a quantity x in [low, high] with value `init` at a
 zero network output is  low + (high - low) sigmoid(raw + logit((init - low) / (high - low))); a
 variance with a floor is  softplus(raw + softplus^-1(init - floor)) + floor.
@@ -242,6 +248,20 @@ class KalmanWorldModel(WorldModel, abc.ABC):
             return belief["mean"]
         return torch.cat([belief["mean"], torch.log(belief["var"])], dim=-1)
 
+    def reconstruct(self, belief: Belief) -> torch.Tensor:
+        """decoder(filtered mean): (B, [T,] *obs_shape), in the decoder's preprocessed space."""
+        return self.decoder(belief["mean"])
+
+    def predict(self, state: Belief, actions) -> torch.Tensor:
+        """state (B, ...) of `step`, actions (B, K, A) -> decoded prior means (B, K, *obs_shape)
+        (module docstring); no random numbers are drawn (dropout only acts in train mode)."""
+        self._check_open_loop(state, actions)
+        means = []
+        for k in range(actions.shape[1]):
+            state = self._prior_step(state, actions[:, k].to(state["mean"].dtype))
+            means.append(state["mean"])
+        return self.decoder(torch.stack(means, dim=1))
+
     def loss(self, batch: dict[str, torch.Tensor]):
         """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
         self._check_batch(batch)
@@ -281,6 +301,11 @@ class KalmanWorldModel(WorldModel, abc.ABC):
     @abc.abstractmethod
     def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
         """One filter step from `state`: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool."""
+
+    @abc.abstractmethod
+    def _prior_step(self, state: Belief, action) -> Belief:
+        """One step of the prior without an observation: state (B, ...), action (B, A) taken at the
+        state's step -> the predicted belief (B, ...) with mean A m + b and variance A^2 P + Q."""
 
     def _regularisers(self, inference: Inference):
         """(scalar added to the loss, metrics dict); none by default."""

@@ -40,6 +40,11 @@ def preprocess_obs(obs: torch.Tensor, image_dtype: torch.dtype = torch.float32) 
     raise ValueError(f"observations must be uint8 images or floating-point states, got dtype {obs.dtype}")
 
 
+def image_to_uint8(mean: torch.Tensor) -> torch.Tensor:
+    """Inverse of `preprocess_obs` for images: x in [-0.5, 0.5] -> round(255 (x + 0.5)) as uint8, clipped."""
+    return ((mean.detach().float() + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 def gaussian_log_likelihood(mean: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
     """log N(target | mean, I) summed over the last `event_dims` dimensions, 2 pi constant included."""
     squared_error = (target - mean).square()

@@ -20,6 +20,11 @@ Loss per time step, averaged over (B, T): the negative ELBO with free nats and K
 where sg is stop-gradient and the clip applies per (b, t), after summing the KL over the latent
 dimensions. Both terms have the value KL[q || p]; balancing only splits the gradient.
 
+Reconstruction decodes concat(h_t, mu^q_t), the posterior mean (the features' latent); open-loop
+prediction continues from the carried (h_t, z_t) as `step` would, with h_{t+k} = GRU(h_{t+k-1},
+f(z_{t+k-1}, a_{t+k-1})) and z_{t+k} = mu^p_{t+k}, the prior mean (no sampling: deterministic, and
+no random numbers drawn), decoding concat(h_{t+k}, mu^p_{t+k}).
+
 The model is inherently sequential: `observe` is a Python loop over the same single step `step`
 uses. In train mode z_t is sampled by reparameterisation. In eval mode (acting) z_t is sampled too
 when `sample_when_acting` (CoRAL drives the GRU with a sampled z when acting as in training), else
@@ -180,6 +185,22 @@ class RSSM(WorldModel):
     def features(self, belief: Belief) -> torch.Tensor:
         """concat(deter, posterior mean): (..., deter_dim + stoch_dim)."""
         return torch.cat([belief["deter"], belief["mean"]], dim=-1)
+
+    def reconstruct(self, belief: Belief) -> torch.Tensor:
+        """decoder(concat(deter, posterior mean)): (B, [T,] *obs_shape), preprocessed space."""
+        return self.decoder(self.features(belief))
+
+    def predict(self, state: Belief, actions) -> torch.Tensor:
+        """state (B, ...) of `step`, actions (B, K, A) -> decoded prior means (B, K, *obs_shape)
+        (module docstring)."""
+        self._check_open_loop(state, actions)
+        deter, stoch, latents = state["deter"], state["stoch"], []
+        for k in range(actions.shape[1]):
+            action = actions[:, k].to(deter.dtype)
+            deter = self.gru(self.transition_input(torch.cat([stoch, action], -1)), deter)
+            stoch, _ = self.prior_head(deter)
+            latents.append(torch.cat([deter, stoch], dim=-1))
+        return self.decoder(torch.stack(latents, dim=1))
 
     def loss(self, batch: dict[str, torch.Tensor]):
         """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""

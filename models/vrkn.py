@@ -24,7 +24,7 @@ import gin
 import torch
 from torch import nn
 
-from models.kalman import FilterResult, kalman_step
+from models.kalman import FilterResult, kalman_predict, kalman_step
 from models.kalman_world_model import Inference, KalmanWorldModel, TransitionActivation, keyword_parameters
 from models.world_model import Belief
 
@@ -74,6 +74,13 @@ class VRKN(KalmanWorldModel):
         filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, is_first=restart, mean0=mean0, var0=var0)
         belief = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "reset": torch.zeros_like(restart)}
         return belief, filtered, (A, b, Q)
+
+    def _prior_step(self, state: Belief, action) -> Belief:
+        """The transition of `_filter_step` from the (predicted) mean, with no update: the GRU reads
+        the prior mean where it would read the filtered one, which is what filtering a missing
+        observation gives."""
+        mean, var = kalman_predict(state["mean"], state["var"], *self.transition(state["mean"], action))
+        return {"mean": mean, "var": var, "reset": torch.zeros_like(state["reset"])}
 
     def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
         restart = self._restarts(is_first, state)

@@ -27,6 +27,16 @@ Contract:
         Scalar training loss (negative ELBO and regularisers), a dict of scalar tensors with keys
         namespaced `model/...`, and the filtered beliefs of `observe` computed on the way (the agent
         detaches them before SAC uses them).
+    reconstruct(belief) -> obs mean (B, [T,] *obs_shape), or None
+        The decoder's mean observation for the filtered belief, in the decoders' preprocessed space
+        (`models.networks.preprocess_obs`: images in [-0.5, 0.5]; `networks.image_to_uint8` inverts).
+    predict(state, actions) -> obs means (B, K, *obs_shape), or None
+        Open loop: roll the model's prior K steps from a filtered `state` (B, ...) of `step` under
+        `actions` (B, K, A) (actions[:, 0] is the one taken at the state's step), with no
+        observations, and decode each step's mean latent. In eval mode both draw no random numbers,
+        so calling them while acting changes no episode. Models without an observation model
+        (the base class's default, e.g. `Identity`) return None: the eval videos then show the
+        frame alone.
 
 Every model declares `name`, `obs_shape`, `action_dim` and `feature_dim`, and may override the
 optimiser settings the agent uses for it (`learning_rate`, `grad_clip`: the values its authors
@@ -77,6 +87,14 @@ class WorldModel(nn.Module, abc.ABC):
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Belief]:
         ...
 
+    def reconstruct(self, belief: Belief) -> torch.Tensor | None:
+        """Decoder mean of the filtered belief (module docstring); None: no observation model."""
+        return None
+
+    def predict(self, state: Belief, actions: torch.Tensor) -> torch.Tensor | None:
+        """state (B, ...), actions (B, K, A) -> open-loop decoder means (B, K, *obs_shape), or None."""
+        return None
+
     @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
@@ -91,6 +109,15 @@ class WorldModel(nn.Module, abc.ABC):
         if missing:
             raise ValueError(f"{type(self).__name__}.loss needs batch keys {sorted(missing)}")
         self._check_inputs(batch["obs"], batch["prev_action"], batch["is_first"])
+
+    def _check_open_loop(self, state: Belief, actions) -> None:
+        """One clear error for `predict` inputs: actions (B, K, A) with K >= 1, a state after a step."""
+        batch = next(iter(state.values())).shape[0]
+        if actions.dim() != 3 or actions.shape[0] != batch or actions.shape[1] < 1 or actions.shape[2] != self.action_dim:
+            raise ValueError(f"actions must have shape ({batch}, K, {self.action_dim}) with K >= 1, "
+                             f"got {tuple(actions.shape)}")
+        if "reset" in state and bool(state["reset"].any()):
+            raise ValueError("predict needs a filtered belief returned by step/observe, not an initial state")
 
     def _check_inputs(self, obs, prev_action, is_first) -> None:
         """One clear error for sequences that do not match the model (shapes as in `observe`)."""
