@@ -133,7 +133,7 @@ class OfflineRunner:
                                             f"environment has {value}")
 
     # -- top level -------------------------------------------------------------------------------
-    def run(self, state=None):
+    def run(self, state):
         """Train for `gradient_steps`, continuing from `state` (a loaded checkpoint) if given."""
         self._restore(state)
         if self.use_tensorboard:

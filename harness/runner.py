@@ -85,8 +85,9 @@ class Runner:
                              f"the run collects in {s.total_env_steps} env steps")
 
     # -- top level -------------------------------------------------------------------------------
-    def run(self, state=None):
-        """Train until `total_env_steps`, continuing from `state` (a loaded checkpoint) if given."""
+    def run(self, state):
+        """Train until `total_env_steps`, continuing from `state` (`run_dir.load_state()`), or from the
+        start when it is None (which first empties metrics.jsonl: the caller decides, harness.run)."""
         self._restore(state)
         self.logger = loggers.open_loggers(self.run_dir, **self.logger_options)
         bar = self._progress_bar()

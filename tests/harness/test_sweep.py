@@ -296,7 +296,7 @@ def test_tiny_sweep_end_to_end_then_rerun_skips_and_report(executor, tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr
     board = (tmp_path / "tiny" / "report" / "leaderboard.md").read_text()
-    assert "## noisy_state/ctx32 (2 tasks)" in board
+    assert "## tiny: noisy_state/ctx32 (2 tasks)" in board
     assert all(f"| {r['method']} |" in board for r in manifest["runs"])
     assert (tmp_path / "tiny" / "report" / "index.html").stat().st_size > 10_000
 
