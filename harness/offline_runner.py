@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import tqdm
 
-from harness import datasets, rng_state
+from harness import datasets, rng_state, train_metrics
 from harness.experiment import check_int
 from harness.tensorboard import TensorBoardWriter
 
@@ -206,17 +206,12 @@ class OfflineRunner:
 
     def _log_train(self, clock):
         c = self.counters
-        keys = sorted(self._train_metrics)
-        means = torch.stack([torch.stack([v.float().reshape(()).to(self.device) for v in self._train_metrics[k]]).mean()
-                             for k in keys]).tolist() if keys else []
         interval = clock - c["last_log_clock"] - (c["eval_s"] - c["last_log_eval_s"])
         record = {"kind": "train", "env_step": c["env_step"], "gradient_step": c["env_step"],
                   "updates_per_s": (c["env_step"] - c["last_log_step"]) / max(interval, 1e-9),
-                  **{f"train/{k}": float(m) for k, m in zip(keys, means)}}
+                  **train_metrics.mean_on_host(self._train_metrics)}
         self.run_dir.append_metrics(record)
-        nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-        if nonfinite:
-            raise RuntimeError(f"non-finite train metric {nonfinite[0]} at gradient step {c['env_step']}")
+        train_metrics.check_finite(record, f"gradient step {c['env_step']}")
         if self.tensorboard:
             self.tensorboard.write(c["env_step"], {k: v for k, v in record.items() if k.startswith("train/")})
         self._train_metrics.clear()

@@ -17,7 +17,6 @@ the values differ, since the simulator restarts its episode and GPU kernels are 
 deterministic).
 """
 import collections
-import math
 import random
 import sys
 import time
@@ -27,12 +26,8 @@ import torch
 import tqdm
 
 from agents.replay import ReplayBuffer
-from harness import episodes, loggers, rng_state, video, video_strip
+from harness import episodes, loggers, rng_state, train_metrics, video, video_strip
 from harness.experiment import Schedule
-
-
-class NonFiniteMetricError(RuntimeError):
-    """A training loss or statistic became NaN or infinite."""
 
 
 class Runner:
@@ -202,26 +197,14 @@ class Runner:
                   "interval_env_steps_per_s": (c["env_step"] - c["last_log_env_step"])
                   / max(clock - c["last_log_clock"] - (c["eval_s"] - c["last_log_eval_s"]), 1e-9),
                   "train/episode_return": float(np.mean(self._episode_returns)) if self._episode_returns else None}
-        record.update(self._mean_train_metrics())
+        record.update(train_metrics.mean_on_host(self._train_metrics))
         self.logger.write(record)
-        nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-        if nonfinite:
-            raise NonFiniteMetricError(f"non-finite train metric {nonfinite[0]} = {record[nonfinite[0]]} "
-                                       f"at env step {c['env_step']} (all: {', '.join(nonfinite)})")
+        train_metrics.check_finite(record, f"env step {c['env_step']}")
         self._train_metrics.clear()
         self._episode_returns.clear()
         c["last_log_env_step"], c["last_log_clock"], c["last_log_eval_s"] = c["env_step"], clock, c["eval_s"]
         while c["next_log"] <= c["env_step"]:
             c["next_log"] += self.schedule.log_every
-
-    def _mean_train_metrics(self):
-        """{'train/<key>': mean since the last line}: one device-to-host copy for all metrics."""
-        keys = sorted(self._train_metrics)
-        if not keys:
-            return {}
-        means = torch.stack([torch.stack([v.float().reshape(()) for v in self._train_metrics[k]]).mean()
-                              for k in keys]).tolist()
-        return {(k if k.startswith("train/") else f"train/{k}"): float(m) for k, m in zip(keys, means)}
 
     # -- checkpointing -----------------------------------------------------------------------------
     def _checkpoint(self):
