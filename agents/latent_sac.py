@@ -30,8 +30,13 @@ from agents.sac import SAC
 class LatentSAC:
     """Acts with `world_model.step` + SAC actor; trains both from replay sequences."""
 
+    COMPILE_MODES = ("auto", "none", "graph")
+
     def __init__(self, world_model, action_dim, sac=SAC, obs_normaliser=ObsNormaliser, model_lr=None,
-                 model_grad_clip=None, model_eps=1e-8):
+                 model_grad_clip=None, model_eps=1e-8, compile="auto"):
+        if compile not in self.COMPILE_MODES:
+            raise ValueError(f"LatentSAC.compile must be one of {self.COMPILE_MODES}, got {compile!r}")
+        self.compile = compile
         self.world_model = world_model
         self.sac = sac(feature_dim=world_model.feature_dim, action_dim=action_dim)
         self.obs_normaliser = obs_normaliser(world_model.obs_shape)
@@ -59,6 +64,13 @@ class LatentSAC:
     @property
     def device(self):
         return self.sac.log_alpha.device
+
+    @property
+    def compile_mode(self) -> str:
+        """The mode in use: 'graph' (CUDA graphs) or 'none' (eager); 'auto' is 'graph' on CUDA."""
+        if self.compile == "auto":
+            return "graph" if self.device.type == "cuda" else "none"
+        return self.compile
 
     # -- acting --------------------------------------------------------------------------------
     def initial_state(self, batch_size=1):
