@@ -17,13 +17,21 @@ SAC trains on the beliefs of the model's own training pass (train mode: MC dropo
 deterministic path driven by sampled latents), while acting runs the model in eval mode. This costs
 no second pass over the sequence, and treats every model alike; recomputing the features in eval
 mode would remove that train/act mismatch at the price of one more forward pass per update.
+
+`compile` chooses how an update and an acting step run: 'none' (eager PyTorch), 'graph' (each one
+recorded once as a CUDA graph and replayed, `agents.cuda_graph`; CUDA only), or 'auto' (graph on
+CUDA, eager elsewhere). Both modes run the same computation; `_update` and `_act` are what is
+captured, so they never synchronise with the host.
 """
 import gin
 import numpy as np
 import torch
 
+from agents.cuda_graph import CapturedCall, set_capturable, signature
 from agents.obs_normaliser import ObsNormaliser
 from agents.sac import SAC
+
+STATE = "state/"  # prefix of the belief's tensors among a captured acting step's inputs
 
 
 @gin.configurable
@@ -45,11 +53,14 @@ class LatentSAC:
         params = [p for p in world_model.parameters() if p.requires_grad]
         self.model_opt = torch.optim.Adam(params, lr=self.model_lr, eps=model_eps) if params else None
         self.action_dim = action_dim
+        self._graphs = {}  # (kind, input signature) -> CapturedCall
+        self._metric_names = ()
 
     def to(self, device):
         self.world_model.to(device)
         self.sac.to(device)
         self.obs_normaliser.to(device)
+        self._drop_graphs()
         return self
 
     # -- observation statistics --------------------------------------------------------------
@@ -79,20 +90,41 @@ class LatentSAC:
     @torch.no_grad()
     def act(self, state, obs, prev_action, is_first, deterministic=False):
         """One env step for a batch of envs: obs (B, *obs_shape) numpy -> (action (B, A) numpy, state)."""
-        self.world_model.eval()
         device = self.device
-        obs = self.obs_normaliser(torch.as_tensor(np.asarray(obs), device=device))
-        prev_action = torch.as_tensor(np.asarray(prev_action), dtype=torch.float32, device=device)
-        is_first = torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=device)
-        state = self.world_model.step(obs, prev_action, is_first, state)
-        action = self.sac.act(self.world_model.features(state), deterministic)
-        return action.cpu().numpy(), state
+        inputs = {"obs": torch.as_tensor(np.asarray(obs), device=device),
+                  "prev_action": torch.as_tensor(np.asarray(prev_action), dtype=torch.float32, device=device),
+                  "is_first": torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=device)}
+        if self.compile_mode != "graph":
+            action, state = self._act(state=state, deterministic=deterministic, **inputs)
+            return action.cpu().numpy(), state
+        inputs.update({f"{STATE}{name}": value for name, value in state.items()})
+        action, state = self._captured(("act", deterministic), inputs)(inputs)
+        return action.cpu().numpy(), {name: value.clone() for name, value in state.items()}
+
+    def _act(self, obs, prev_action, is_first, state, deterministic):
+        """Tensors on the device -> (action (B, A), belief): the acting step, eager or captured."""
+        self.world_model.eval()
+        state = self.world_model.step(self.obs_normaliser(obs), prev_action, is_first, state)
+        return self.sac.act(self.world_model.features(state), deterministic), state
+
+    def _act_graph_fn(self, deterministic):
+        def act(**inputs):
+            state = {name[len(STATE):]: inputs.pop(name) for name in list(inputs) if name.startswith(STATE)}
+            return self._act(state=state, deterministic=deterministic, **inputs)
+        return act
 
     # -- learning ------------------------------------------------------------------------------
     def update(self, batch):
         """batch: dict of numpy arrays (B, T, ...) from the replay. Returns a dict of scalar tensors."""
         batch = {key: torch.as_tensor(value, device=self.device) for key, value in batch.items()}
-        batch["obs"] = self.obs_normaliser(batch["obs"])
+        if self.compile_mode != "graph":
+            return self._update(batch)
+        packed = self._captured("update", batch)(batch).clone()  # one copy for every metric
+        return dict(zip(self._metric_names, packed.unbind()))
+
+    def _update(self, batch):
+        """Both steps on a batch of tensors on the device: the update, eager or captured."""
+        batch = dict(batch, obs=self.obs_normaliser(batch["obs"]))
         metrics, beliefs = self.update_world_model(batch)
         features = self.world_model.features({k: v.detach() for k, v in beliefs.items()})
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # (B, T-1, ...) -> (N, ...)
@@ -104,6 +136,34 @@ class LatentSAC:
             discount=flat(1.0 - batch["is_terminal"][:, 1:].float()),
             mask=flat(~batch["is_first"][:, 1:])))
         return metrics
+
+    def _packed_update(self, **batch):
+        """`_update` with its metrics stacked into one (M,) tensor, named by `_metric_names`."""
+        metrics = self._update(batch)
+        self._metric_names = tuple(metrics)
+        return torch.stack([value.float().reshape(()) for value in metrics.values()])
+
+    # -- CUDA graphs (agents/cuda_graph.py) ------------------------------------------------------
+    def _captured(self, kind, inputs) -> CapturedCall:
+        """The graph of `kind` ('update', or ('act', deterministic)) for inputs of this signature."""
+        key = (kind, signature(inputs))
+        if key not in self._graphs:
+            if not self._graphs:
+                for optimizer in self.optimizers():
+                    set_capturable(optimizer, True)
+            fn = self._packed_update if kind == "update" else self._act_graph_fn(kind[1])
+            self._graphs[key] = CapturedCall(fn)
+        return self._graphs[key]
+
+    def _drop_graphs(self):
+        """Forget every graph (they read the old tensors) and go back to host step counters."""
+        self._graphs = {}
+        for optimizer in self.optimizers():
+            set_capturable(optimizer, False)
+
+    def optimizers(self):
+        return [opt for opt in (self.model_opt, self.sac.actor_opt, self.sac.critic_opt, self.sac.alpha_opt)
+                if opt is not None]
 
     def update_world_model(self, batch):
         """Step 1 alone on a batch of tensors already on the device (observations already
@@ -141,3 +201,4 @@ class LatentSAC:
         self.sac.actor_opt.load_state_dict(state["actor_opt"])
         self.sac.critic_opt.load_state_dict(state["critic_opt"])
         self.sac.alpha_opt.load_state_dict(state["alpha_opt"])
+        self._drop_graphs()  # new optimizer-state tensors; also resets the capturable flags

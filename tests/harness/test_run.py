@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from harness.config import REPO_ROOT
 
@@ -49,9 +50,21 @@ def test_quick_run_writes_the_run_directory_contract(tmp_path):
 
 
 def test_resume_after_sigkill_has_exactly_the_uninterrupted_eval_points(tmp_path):
+    _kill_resume_and_check(tmp_path, QUICK)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_in_graph_mode_has_exactly_the_uninterrupted_eval_points(tmp_path):
+    """KalMamba with its update and acting step replayed as CUDA graphs, killed and resumed."""
+    _kill_resume_and_check(tmp_path, ["--gin", "gin/kalmamba_noisy.gin", "--gin", "gin/quick.gin", "--no-progress",
+                                      "--device", "cuda", "--bind", "LatentSAC.compile = 'graph'"])
+
+
+def _kill_resume_and_check(tmp_path, args):
     out = tmp_path / "run"
     budget = ["--bind", "Schedule.total_env_steps = 5000"]
-    process = subprocess.Popen([sys.executable, "-m", "harness.run", *QUICK, *budget, "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "harness.run", *args, *budget, "--out", str(out)],
                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     metrics = out / "metrics.jsonl"
@@ -65,15 +78,15 @@ def test_resume_after_sigkill_has_exactly_the_uninterrupted_eval_points(tmp_path
     process.wait()
     assert json.loads((out / "run.json").read_text())["status"] == "running"
 
-    again = run_cli(*QUICK, *budget, "--out", str(out))
+    again = run_cli(*args, *budget, "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = run_cli(*QUICK, *budget, "--out", str(out), "--resume")
+    resumed = run_cli(*args, *budget, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     lines = read_lines(metrics)  # every line parses: nothing truncated
     assert [line["env_step"] for line in lines if line["kind"] == "eval"] == [0, 1000, 2000, 3000, 4000, 5000]
     assert [line["env_step"] for line in lines if line["kind"] == "train"] == [1000, 2000, 3000, 4000, 5000]
     assert json.loads((out / "run.json").read_text())["status"] == "done"
-    assert run_cli(*QUICK, *budget, "--out", str(out), "--resume").returncode == 0  # already done
+    assert run_cli(*args, *budget, "--out", str(out), "--resume").returncode == 0  # already done
 
 
 @pytest.mark.parametrize("bad, message", [
