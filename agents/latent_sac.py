@@ -60,7 +60,7 @@ class LatentSAC:
         self.world_model.to(device)
         self.sac.to(device)
         self.obs_normaliser.to(device)
-        self._drop_graphs()
+        self.release_graphs()
         return self
 
     # -- observation statistics --------------------------------------------------------------
@@ -155,8 +155,9 @@ class LatentSAC:
             self._graphs[key] = CapturedCall(fn)
         return self._graphs[key]
 
-    def _drop_graphs(self):
-        """Forget every graph (they read the old tensors) and go back to host step counters."""
+    def release_graphs(self):
+        """Forget every graph (and its memory) and go back to host step counters. Needed whenever
+        parameter or optimizer-state tensors are replaced, since a graph reads the old ones."""
         self._graphs = {}
         for optimizer in self.optimizers():
             set_capturable(optimizer, False)
@@ -201,4 +202,4 @@ class LatentSAC:
         self.sac.actor_opt.load_state_dict(state["actor_opt"])
         self.sac.critic_opt.load_state_dict(state["critic_opt"])
         self.sac.alpha_opt.load_state_dict(state["alpha_opt"])
-        self._drop_graphs()  # new optimizer-state tensors; also resets the capturable flags
+        self.release_graphs()  # new optimizer-state tensors; also resets the capturable flags

@@ -11,7 +11,10 @@ observation and action shapes; the column is named by the run's label (`kalmamba
 already on the device: world-model loss, backward, Adam step, then the SAC critic, actor and
 temperature updates on the detached filtered features. Every time is the median wall clock of
 --repeats calls after --warmup calls, with the device synchronised before the clock stops.
---model-only times the world-model half alone (loss, backward, gradient clip, Adam step): the SAC
+--compile times each experiment in each mode of `LatentSAC.compile` ('none': eager, 'graph': the
+update recorded once as a CUDA graph and replayed; default both on CUDA, eager on the CPU), one column
+per experiment and mode; a graph is recorded per T during the warm-up (at least 3 calls: two eager,
+one capturing), so the timed calls are replays. --model-only times the world-model half alone (loss, backward, gradient clip, Adam step): the SAC
 half works on B (T - 1) transitions of the same feature size for every model, so it adds the same
 O(B T) cost to each of them.
 
@@ -82,11 +85,15 @@ def _parse(argv):
                         help="skip a model's longer T once one update took longer than this")
     parser.add_argument("--model-only", action="store_true",
                         help="time only the world-model update (loss, backward, clip, Adam step)")
+    parser.add_argument("--compile", nargs="+", choices=["none", "graph"], default=None,
+                        help="LatentSAC.compile modes, a column each (default: none graph on CUDA, none on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.lengths) < 2 or args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("lengths must be >= 2, batch and repeats positive, warmup non-negative")
+    if args.model_only and args.compile and args.compile != ["none"]:
+        parser.error("--model-only times the eager world-model update; leave out --compile or use --compile none")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.lengths = sorted(set(args.lengths))
@@ -105,12 +112,18 @@ def _task_shapes(suite, task):
 
 
 class Column:
-    """One experiment file of the table: its label (the run's method and variant) and suite."""
+    """One experiment file of the table: its label (the run's method and variant) and suite; with a
+    `compile` mode, the label gets `/<mode>` and the agent is built in that mode."""
 
-    def __init__(self, path, overlays, bindings):
+    def __init__(self, path, overlays, bindings, compile=None):
         self.path, self.overlays, self.bindings = path, list(overlays), list(bindings)
+        if compile is not None:
+            self.bindings.append(f"LatentSAC.compile = '{compile}'")
         experiment = self.parse()
         self.label, self.suite = experiment.label, experiment.suite
+        self.compile = compile
+        if compile is not None:
+            self.label = f"{self.label}/{compile}"
 
     def parse(self):
         config.parse([self.path, *self.overlays], self.bindings)
@@ -145,7 +158,9 @@ def _columns(args):
     paths = args.gin or default_experiments(args.suites)
     if not paths:
         raise config.ConfigError(f"no experiment file in gin/ has a suite among {args.suites}")
-    columns = [Column(path, args.overlay, args.bind) for path in paths]
+    modes = args.compile or (["none", "graph"] if "cuda" in (args.devices or ["cuda" if torch.cuda.is_available() else "cpu"])
+                             else [None])
+    columns = [Column(path, args.overlay, args.bind, mode) for path in paths for mode in modes]
     labels = [column.label for column in columns]
     for label in labels:
         if labels.count(label) > 1:
@@ -171,8 +186,12 @@ def random_batch(batch_size, length, shapes, device, generator):
 
 def _time_update_ms(agent, batch, device, args):
     update = (lambda: agent.update_world_model(batch)) if args.model_only else (lambda: agent.update(batch))
-
-    return median_ms(update, device, args.warmup, args.repeats)
+    graphs = getattr(agent, "compile_mode", "none") == "graph"
+    try:
+        return median_ms(update, device, max(args.warmup, 3) if graphs else args.warmup, args.repeats)
+    finally:
+        if graphs:
+            agent.release_graphs()  # one graph per T: free its memory before the next
 
 
 def _measure(args, columns, shapes, device):
