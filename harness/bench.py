@@ -1,10 +1,11 @@
-"""Benchmarks that print a table: `python -m harness.bench {acting,env,kalman,model-fit,models} [options]`.
+"""Benchmarks that print a table: `python -m harness.bench {acting,e2e,env,kalman,model-fit,models} [options]`.
 
     python -m harness.bench env      env steps/s per suite, with and without rendering
     python -m harness.bench kalman   sequential vs parallel Kalman filter+smoother, Mamba scans
     python -m harness.bench models   one world-model + SAC update per model and context length
     python -m harness.bench model-fit  full-size KalMamba fitted to prefill data: held-out ELBO, clip rate
     python -m harness.bench acting   per-step acting latency of the offline sequence policies
+    python -m harness.bench e2e      env steps/s of the real training loop; --concurrent: N runs per GPU
 
 `python -m harness.bench NAME --help` lists a benchmark's own options. Each benchmark lives in
 `harness/benchmarks/<name>.py` and exposes `main(argv)`.
@@ -15,7 +16,7 @@ import sys
 
 from harness.cli import CliParser
 
-BENCHMARKS = ("acting", "env", "kalman", "model-fit", "models")
+BENCHMARKS = ("acting", "e2e", "env", "kalman", "model-fit", "models")
 
 
 def main(argv=None):

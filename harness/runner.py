@@ -118,6 +118,18 @@ class Runner:
         elif c["env_step"] >= c["next_checkpoint"]:
             self._checkpoint()
 
+    # -- the loop's pieces without its schedule (timed by `python -m harness.bench e2e`) ---------
+    def train_episodes_until(self, env_step):
+        """Whole training episodes (prefill or policy acting, replay inserts, the updates due) until
+        the env-step counter reaches `env_step`; no evaluation, checkpoint, log line or progress bar."""
+        while self.counters["env_step"] < env_step:
+            self._run_one_episode()
+
+    def eval_returns(self):
+        """Returns of the `Schedule.eval_episodes` episodes an evaluation at the current env step
+        runs, with nothing written, counted or rendered."""
+        return [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+
     # -- collecting ------------------------------------------------------------------------------
     def _run_one_episode(self):
         c = self.counters
