@@ -125,10 +125,11 @@ class Runner:
         while self.counters["env_step"] < env_step:
             self._run_one_episode()
 
-    def eval_returns(self):
-        """Returns of the `Schedule.eval_episodes` episodes an evaluation at the current env step
-        runs, with nothing written, counted or rendered."""
-        return [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+    def eval_returns(self, episodes=None):
+        """Returns of the first `episodes` (default `Schedule.eval_episodes`: all) episodes an
+        evaluation at the current env step runs, with nothing written, counted or rendered."""
+        episodes = self.schedule.eval_episodes if episodes is None else episodes
+        return [self._run_eval_episode(i) for i in range(episodes)]
 
     # -- collecting ------------------------------------------------------------------------------
     def _run_one_episode(self):

@@ -16,7 +16,8 @@ throwaway one in a temporary directory that is deleted at the end), then
   3. measured: --env-steps of training (`Runner.train_episodes_until`): acting, replay inserts and
      the updates due at `Schedule.agent_steps_per_update`, in whole episodes (so the count is
      rounded up to one), the device synchronised before the clock stops;
-  4. one evaluation (`Runner.eval_returns`: `Schedule.eval_episodes` deterministic episodes), timed alone.
+  4. one evaluation (`Runner.eval_returns`: `Schedule.eval_episodes` deterministic episodes), timed
+     alone, after one untimed episode that warms up the deterministic policy (its own CUDA graph).
 Nothing is logged, checkpointed or rendered.
 
 Columns: env steps measured; env steps/s, agent steps/s and updates/s of phase 3; ms/update and
@@ -141,14 +142,17 @@ class Config:
     mode: str
     seed: int
 
-    def bindings(self, args, seed=None):
+    def bindings(self, args):
+        """--bind's bindings, then this row's (which win)."""
         return [*args.bind, f"Experiment.task = '{self.task}'", f"Experiment.context_length = {self.length}",
-                f"LatentSAC.compile = '{self.mode}'", f"Experiment.seed = {self.seed if seed is None else seed}"]
+                f"LatentSAC.compile = '{self.mode}'", f"Experiment.seed = {self.seed}"]
 
 
 def _configs(args, device):
     from harness.runner import Runner
     modes = args.compile or (["none", "graph"] if device.startswith("cuda") else ["none"])
+    if "graph" in modes and not device.startswith("cuda"):
+        raise config.ConfigError(f"--compile graph records CUDA graphs: it needs a CUDA device, not {device}")
     configs = []
     for path in args.gin:
         experiment = Column(path, args.overlay, args.bind).parse()
@@ -220,6 +224,8 @@ def _time_runner(runner, args, cfg):
         seconds = time.perf_counter() - began
     eval_s = None
     if not args.no_eval:
+        runner.eval_returns(episodes=1)  # not timed: first calls of the deterministic policy (its own graph)
+        _synchronise(runner.device)
         began = time.perf_counter()
         runner.eval_returns()
         _synchronise(runner.device)

@@ -101,6 +101,7 @@ def test_concurrent_copies_print_the_aggregate_table(capsys, private_tmp):
     (["--bind", "KalMamba.no_such_parameter = 1"], "no_such_parameter"),
     (["--task", "cartpole_fly"], "cartpole_fly"),
     (["--compile", "fast"], "invalid choice: 'fast'"),
+    (["--compile", "none", "graph"], "--compile graph records CUDA graphs: it needs a CUDA device, not cpu"),
     (["--lengths", "1"], "--lengths must be >= 2"),
     (["--env-steps", "0"], "--env-steps: expected an integer >= 1"),
     (["--warmup-env-steps", "-1"], "--warmup-env-steps must be >= 0"),
