@@ -26,6 +26,22 @@ def configure_headless_backend() -> str:
 configure_headless_backend()
 
 
+def load_triton_before_egl() -> None:
+    """Load Triton's compiler library now, if Triton is installed (CUDA builds of torch bring it).
+
+    torch imports Triton lazily, on first use of some of its features; when that happens after
+    EGL has loaded Mesa's llvmpipe (CPU-only machines), the two LLVM builds clash and the process
+    dies with a segmentation fault inside libtriton. Loaded in the other order, both work.
+    """
+    try:
+        import triton  # noqa: F401
+    except Exception:  # not installed, or unusable: torch will not use it either
+        pass
+
+
+load_triton_before_egl()
+
+
 def rendering_error(error: BaseException) -> RenderingUnavailableError:
     """The one message a user sees when OpenGL fails, naming the packages that fix it."""
     backend = os.environ.get(BACKEND_VARIABLE, "")
