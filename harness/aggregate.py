@@ -15,22 +15,27 @@ method ran under several noise levels (`sac [obs 0, act 0]`). Within a group:
 - the final score of a run is its last eval point; sample-efficiency curves use the eval steps that
   every kept run of the group has.
 
-Interval estimates are percentile stratified-bootstrap CIs from `rliable.library`. rliable 1.2.0's
+Beside the groups: wall clock, GPU hours and machines (harness/costs.py, GPU hours over every
+run.json whatever its status), with --sweep the planned runs by state (harness/coverage.py), with
+--claims a paper's claims judged against the groups (harness/claims.py). Files: harness/aggregate_tables.py.
+
+Interval estimates are percentile stratified-bootstrap CIs from `rliable.library`; the IQM and the
+probability of improvement inside them are harness/score_metrics.py's bit-identical fast twins of
+rliable's. rliable 1.2.0's
 bootstraps draw from numpy's *global* RNG (its `random_state` argument does not reach the resampling),
 so every rliable call here runs after `np.random.seed(seed)` and also receives
 `random_state=np.random.RandomState(seed)`; the caller's global RNG state is restored afterwards.
 """
 import collections
 import contextlib
-import csv
 import itertools
-import json
 import pathlib
 import sys
 import warnings
 
 import numpy as np
 
+from harness import aggregate_tables, costs, score_metrics
 from harness import records as records_lib
 from harness.cli import CliParser, open_unit_interval, positive_int
 
@@ -44,16 +49,16 @@ class AggregationError(ValueError):
 
 
 def aggregate_metrics(scores):
-    """(num_runs, num_tasks) -> (4,) [IQM, median, mean, optimality gap] via rliable.metrics."""
+    """(num_runs, num_tasks) -> (4,) [IQM, median, mean, optimality gap] (rliable.metrics; the IQM by its
+    twin score_metrics.iqm)."""
     from rliable import metrics
-    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_median(scores),
+    return np.array([score_metrics.iqm(scores), metrics.aggregate_median(scores),
                      metrics.aggregate_mean(scores), metrics.aggregate_optimality_gap(scores)])
 
 
 def iqm_per_point(scores):
     """(num_runs, num_tasks, num_points) -> (num_points,) IQM at each eval point."""
-    from rliable import metrics
-    return np.array([metrics.aggregate_iqm(scores[..., p]) for p in range(scores.shape[-1])])
+    return np.array([score_metrics.iqm(scores[..., p]) for p in range(scores.shape[-1])])
 
 
 @contextlib.contextmanager
@@ -170,7 +175,7 @@ def aggregate_group(tasks, selected, reps, seed, confidence=0.95, taus=DEFAULT_T
         "num_runs": {m: int(final[m].shape[0]) for m in methods},
         "scores": {m: final[m].tolist() for m in methods},
         "runs": {m: [[r.path for r in selected[m][t]] for t in tasks] for m in methods},
-        "aggregates": {m: {name: _estimate(points[m][i], cis[m][:, i])
+        "aggregates": {m: {name: estimate(points[m][i], cis[m][:, i])
                            for i, name in enumerate(METRIC_NAMES)} for m in methods},
         "per_task": {m: {t: _task_summary(selected[m][t]) for t in tasks} for m in methods},
         "performance_profile": {"tau": [float(x) for x in taus],
@@ -184,12 +189,11 @@ def aggregate_group(tasks, selected, reps, seed, confidence=0.95, taus=DEFAULT_T
     }
     pairs = list(itertools.combinations(methods, 2))
     if pairs:
-        from rliable import metrics
         pair_scores = {f"{x}|{y}": [final[x], final[y]] for x, y in pairs}
-        pair_points, pair_cis = interval_estimates(pair_scores, metrics.probability_of_improvement,
+        pair_points, pair_cis = interval_estimates(pair_scores, score_metrics.probability_of_improvement,
                                                    reps, seed, confidence)
         result["probability_of_improvement"] = [
-            {"x": x, "y": y, **_estimate(pair_points[f"{x}|{y}"], pair_cis[f"{x}|{y}"])}
+            {"x": x, "y": y, **estimate(pair_points[f"{x}|{y}"], pair_cis[f"{x}|{y}"])}
             for x, y in pairs]
     if steps:
         curve_points, curve_cis = interval_estimates(curves, iqm_per_point, reps, seed, confidence)
@@ -215,48 +219,26 @@ def score_matrix(runs_by_task, tasks, steps=None):
     return np.stack(columns, axis=1) / SCORE_SCALE
 
 
-def wall_clock(records, labels=None):
-    """Per-run timing rows and their summary per (row, suite, context length); `labels` maps run
-    paths to rows (default: the method).
-
-    env_steps_per_s = env_steps / wall_clock_s over the whole run (training time summed over
-    resumes); hours_per_1M_env_steps = 1e6 / env_steps_per_s / 3600.
-    """
-    runs = []
-    for r in records:
-        if not r.wall_clock_s or r.wall_clock_s <= 0 or r.env_steps <= 0:
-            continue
-        speed = r.env_steps / r.wall_clock_s
-        runs.append({"path": r.path, "method": (labels or {}).get(r.path, r.method),
-                     "experiment": r.experiment, "suite": r.suite, "task": r.task,
-                     "context_length": r.context_length, "seed": r.seed, "env_steps": r.env_steps,
-                     "wall_clock_s": r.wall_clock_s, "env_steps_per_s": speed,
-                     "train_env_steps_per_s": r.env_steps_per_s,
-                     "hours_per_1M_env_steps": 1e6 / speed / 3600})
-    summary = []
-    keyed = lambda row: (row["experiment"], row["method"], row["suite"], row["context_length"])
-    for (experiment, method, suite, ctx), rows in itertools.groupby(sorted(runs, key=keyed), key=keyed):
-        rows = list(rows)
-        speeds = np.array([row["env_steps_per_s"] for row in rows])
-        summary.append({"experiment": experiment, "method": method, "suite": suite, "context_length": ctx,
-                        "num_runs": len(rows),
-                        "mean_wall_clock_s": float(np.mean([row["wall_clock_s"] for row in rows])),
-                        "median_env_steps_per_s": float(np.median(speeds)),
-                        "median_hours_per_1M_env_steps": float(np.median(1e6 / speeds / 3600))})
-    return {"runs": runs, "by_context_length": summary}
-
-
-def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS):
+def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS, allow_empty=False,
+              planned=None, claims=None):
     """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
     Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
-    suite, context_length and `conditions`: each row's identity fields), `wall_clock`, `excluded`
-    (every run left out, with its reason) and `warnings`.
-    Raises records.ResultsError / AggregationError when nothing can be aggregated.
+    suite, context_length and `conditions`: each row's identity fields), `wall_clock`, `resources`
+    (GPU hours, machines and the records' latest update, harness.costs), `excluded` (every run left
+    out, with its reason) and `warnings`; with `planned` (harness.coverage.planned_runs) `coverage`,
+    with `claims` (harness.claims.load_claims) each claim's measurement and verdict.
+    Raises records.ResultsError / AggregationError when nothing can be aggregated, unless
+    `allow_empty`: then a missing or empty directory gives a result without groups.
     """
     if reps < 1 or not 0 < confidence < 1:
         raise AggregationError(f"need reps >= 1 and 0 < confidence < 1 (got {reps}, {confidence})")
-    records, exclusions = records_lib.load_results(results_dir)
+    try:
+        records, exclusions = records_lib.load_results(results_dir)
+    except records_lib.ResultsError:
+        if not allow_empty:
+            raise
+        records, exclusions = [], []
     exclusions = list(exclusions)
     groups, notes, included, labels = [], [], [], {}
     by_group = collections.defaultdict(list)
@@ -279,67 +261,32 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
                        "conditions": conditions, **result})
         included += [r for m in selected.values() for rs in m.values() for r in rs]
         labels.update(group_labels)
-    if not groups:
+    if not groups and not allow_empty:
         reasons = collections.Counter(e.reason if e.kind != "failed" else "run failed"
                                       for e in exclusions)
         common = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3))
         why = " ".join(notes) if notes else f"no finished run with eval points ({common})"
         raise AggregationError(f"nothing to aggregate in {results_dir}: {why}")
-    return {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
-            "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
-            "num_runs_included": len(included), "groups": groups,
-            "wall_clock": wall_clock(included, labels),
-            "excluded": [e.as_dict() for e in sorted(exclusions, key=lambda e: e.path)],
-            "warnings": notes}
+    infos = records_lib.run_infos(results_dir)
+    result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
+              "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
+              "num_runs_included": len(included), "groups": groups,
+              "wall_clock": costs.wall_clock(included, labels),
+              "resources": {"gpu": costs.gpu_usage(infos), "machines": costs.machines(infos),
+                            "records_updated_at": costs.records_updated_at(infos)},
+              "excluded": [e.as_dict() for e in sorted(exclusions, key=lambda e: e.path)],
+              "warnings": notes}
+    if planned is not None:
+        from harness import coverage
+        result["coverage"] = coverage.coverage(planned, records, exclusions, results_dir)
+    if claims is not None:
+        from harness import claims as claims_lib
+        result["claims"] = claims_lib.evaluate(result, claims, reps, seed, confidence)
+    return result
 
 
-def write_outputs(result, out_dir):
-    """`aggregate.json` and one CSV per table into `out_dir`; returns the written paths."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables = collections.defaultdict(list)
-    for g in result["groups"]:
-        where = {"experiment": g["experiment"], "suite": g["suite"], "dataset_kind": g.get("dataset_kind"),
-                 "context_length": g["context_length"]}
-        for m in g["methods"]:
-            for name, est in g["aggregates"][m].items():
-                tables["final_scores"].append({**where, "method": m, "metric": name, **est,
-                                               "num_runs": g["num_runs"][m],
-                                               "num_tasks": len(g["tasks"])})
-            for t, row in g["per_task"][m].items():
-                tables["per_task"].append({**where, "method": m, "task": t, **row})
-            profile = g["performance_profile"][m]
-            for i, tau in enumerate(g["performance_profile"]["tau"]):
-                tables["performance_profiles"].append(
-                    {**where, "method": m, "tau": tau, **{k: v[i] for k, v in profile.items()}})
-            curve = g["sample_efficiency"].get(m, {})
-            for i, step in enumerate(g["sample_efficiency"]["env_steps"]):
-                tables["sample_efficiency"].append(
-                    {**where, "method": m, "env_step": step, **{k: v[i] for k, v in curve.items()}})
-        for pair in g["probability_of_improvement"]:
-            tables["probability_of_improvement"].append({**where, **pair})
-    tables["wall_clock_runs"] = result["wall_clock"]["runs"]
-    tables["wall_clock_by_context_length"] = result["wall_clock"]["by_context_length"]
-    tables["excluded"] = result["excluded"]
-    paths = [out_dir / "aggregate.json"]
-    paths[0].write_text(json.dumps(result, indent=1) + "\n")
-    for name, rows in tables.items():
-        paths.append(out_dir / f"{name}.csv")
-        _write_csv(paths[-1], rows)
-    return paths
-
-
-def _write_csv(path, rows):
-    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (" ".join(map(str, v)) if isinstance(v, list) else v)
-                             for k, v in row.items()})
-
-
-def _estimate(point, ci):
+def estimate(point, ci):
+    """{'point', 'low', 'high'} of a point estimate and its CI as rliable returns them."""
     ci = np.asarray(ci).reshape(2)  # scalar metrics come back as (2, 1)
     return {"point": float(point), "low": float(ci[0]), "high": float(ci[1])}
 
@@ -372,7 +319,8 @@ def _number(value):
     return "?" if value is None else f"{value:g}"
 
 
-def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate"):
+def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate",
+               extra=None):
     parser = CliParser(prog=f"python -m {prog}", doc=description)
     parser.add_argument("results_dir", metavar="RESULTS_DIR",
                         help="directory holding run directories (searched recursively)")
@@ -382,16 +330,33 @@ def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out=
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.add_argument("--confidence", type=open_unit_interval, default=0.95, metavar="LEVEL",
                         help="coverage of the confidence intervals, in (0, 1) (default 0.95)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="FILE",
+                        help="sweep gin file whose planned runs are counted: done, failed, unfinished, "
+                             "not started (repeatable; nothing is run)")
+    parser.add_argument("--claims", metavar="FILE",
+                        help="claims file (JSON, e.g. docs/paper_claims.json) to set against the measurements")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="a missing or empty RESULTS_DIR, or one with nothing finished, still gives the "
+                             "tables (saying so) instead of exit status 2")
+    if extra:
+        extra(parser)
     return parser.parse_args(argv)
 
 
-def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate"):
-    """Shared by aggregate and report: parse, aggregate, then `build(result, args)`; exit codes 0/2."""
-    args = parse_args(argv, prog, description, default_out)
+def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate",
+            extra=None):
+    """Shared by aggregate and report: parse, aggregate, then `build(result, args)`; exit codes 0/2.
+    `extra(parser)` adds a tool's own options."""
+    from harness import claims as claims_lib
+    from harness import config
+    from harness import coverage
+    args = parse_args(argv, prog, description, default_out, extra)
     try:
-        result = aggregate(args.results_dir, reps=args.reps, seed=args.seed,
-                           confidence=args.confidence)
-    except (records_lib.ResultsError, AggregationError) as error:
+        planned = coverage.planned_runs(args.sweep, args.results_dir) if args.sweep else None
+        claims = claims_lib.load_claims(args.claims) if args.claims else None
+        result = aggregate(args.results_dir, reps=args.reps, seed=args.seed, confidence=args.confidence,
+                           allow_empty=args.allow_empty, planned=planned, claims=claims)
+    except (records_lib.ResultsError, AggregationError, claims_lib.ClaimsError, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ImportError as error:
@@ -412,7 +377,7 @@ def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_
 
 def _write_aggregate(result, args):
     out = pathlib.Path(args.out or pathlib.Path(args.results_dir) / "aggregate")
-    write_outputs(result, out)
+    aggregate_tables.write_outputs(result, out)
     for g in result["groups"]:
         print(f"{_label(g)}: tasks {', '.join(g['tasks'])}")
         for m in g["methods"]:

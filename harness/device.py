@@ -1,9 +1,12 @@
-"""`--device` of the command lines: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+"""`--device` of the command lines: 'auto', 'cpu', 'cuda' or 'cuda:N'; and the machine a run uses.
 
     parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     device = resolve_device(args.device)    # raises ConfigError when CUDA (or GPU N) is missing
+    machine_info(device)                    # what run.json records as `machine`
 """
 import argparse
+import os
+import platform
 import re
 
 from harness.config import ConfigError
@@ -33,3 +36,23 @@ def resolve_device(name: str) -> str:
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible "
                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return name
+
+
+def machine_info(device) -> dict:
+    """Where this process runs: host, OS, CPU, torch and the CUDA device's name (None off CUDA)."""
+    import torch
+    cuda = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None
+    return {"hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "cuda_device": cuda}
+
+
+def cpu_model():
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows, else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None

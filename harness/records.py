@@ -22,7 +22,7 @@ from harness import rundir
 from harness.rundir import METRICS_FILE, RUN_FILE
 
 MANIFEST_FILE = "sweep.json"
-PROVENANCE_FIELDS = ("git_commit", "versions", "device", "bindings")
+PROVENANCE_FIELDS = ("git_commit", "versions", "device", "bindings", "machine", "tf32", "compile_mode")
 
 
 class ResultsError(ValueError):
@@ -36,6 +36,9 @@ class RunRecord:
     eval_steps: (P,) int64 env steps of the eval points, strictly increasing.
     eval_returns: (P,) float64 mean undiscounted episode return at each eval point.
     env_steps_per_s: median of the train lines' `env_steps_per_s`, None without train lines.
+    train_loop_env_steps_per_s: median of the train lines' `interval_env_steps_per_s` (the training
+      loop's speed between two train lines, evaluation excluded), None where not recorded.
+    gpu_seconds: run.json's `gpu_seconds` (None where not recorded).
     dataset_kind: offline runs: the kind of dataset trained on (harness.datasets); None online.
     provenance: run.json's git_commit, versions, device and bindings (None where not recorded).
     """
@@ -58,6 +61,8 @@ class RunRecord:
     env_steps_per_s: float | None
     dataset_kind: str | None = None
     provenance: dict = dataclasses.field(default_factory=dict)
+    train_loop_env_steps_per_s: float | None = None
+    gpu_seconds: float | None = None
 
     @property
     def final_return(self) -> float:
@@ -78,7 +83,8 @@ class RunRecord:
 
 @dataclasses.dataclass(frozen=True)
 class Exclusion:
-    """A run left out of aggregation. kind: 'failed', 'incomplete', 'invalid' or 'excluded'."""
+    """A run left out of aggregation. kind: 'failed', 'incomplete', 'invalid', 'excluded' or 'not
+    started' (a sweep manifest plans it; it has written nothing yet)."""
     path: str
     kind: str
     reason: str
@@ -127,7 +133,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
     if status == rundir.RUNNING:
         progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
         return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
-    evals, speeds, problem = _read_metrics(run_dir / METRICS_FILE)
+    evals, (speeds, loop_speeds), problem = _read_metrics(run_dir / METRICS_FILE)
     if problem:
         return Exclusion(display, "invalid", problem, **who)
     if not evals:
@@ -144,7 +150,23 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
         env_steps_per_s=float(np.median(speeds)) if speeds else None,
         dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None,
-        provenance={key: info.get(key) for key in PROVENANCE_FIELDS})
+        provenance={key: info.get(key) for key in PROVENANCE_FIELDS},
+        train_loop_env_steps_per_s=float(np.median(loop_speeds)) if loop_speeds else None,
+        gpu_seconds=_number(info.get("gpu_seconds")))
+
+
+def run_infos(root):
+    """[(path relative to root, run.json dict)] of every run directory under `root` whose run.json
+    is valid, whatever its status (what was spent on failed runs counts too), sorted by path."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for run_dir in _walk(root)[0]:
+        info, problem = _read_info(run_dir / RUN_FILE)
+        if not problem:
+            found.append((_relative(run_dir, root), info))
+    return found
 
 
 def _read_info(path):
@@ -159,14 +181,16 @@ def _read_info(path):
 
 
 def _read_metrics(path):
-    """([(env_step, return_mean)], [env_steps_per_s], None) or (.., .., reason)."""
+    """([(env_step, return_mean)], ([env_steps_per_s], [interval_env_steps_per_s]), None) or
+    (.., .., reason)."""
+    nothing = ([], [])
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
-        return [], [], f"{METRICS_FILE} missing"
+        return [], nothing, f"{METRICS_FILE} missing"
     except (OSError, UnicodeDecodeError) as error:
-        return [], [], f"{METRICS_FILE} unreadable: {_short(error)}"
-    evals, speeds = [], []
+        return [], nothing, f"{METRICS_FILE} unreadable: {_short(error)}"
+    evals, speeds, loop_speeds = [], [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -174,21 +198,22 @@ def _read_metrics(path):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            return [], [], f"{where}: corrupt JSON ({_short(error)})"
+            return [], nothing, f"{where}: corrupt JSON ({_short(error)})"
         if not isinstance(entry, dict):
-            return [], [], f"{where}: not a JSON object"
+            return [], nothing, f"{where}: not a JSON object"
         if entry.get("kind") == "eval":
             step, ret = entry.get("env_step"), _number(entry.get("return_mean"))
             if not isinstance(step, int) or isinstance(step, bool) or ret is None:
-                return [], [], f"{where}: eval line needs an integer env_step and a finite return_mean"
+                return [], nothing, f"{where}: eval line needs an integer env_step and a finite return_mean"
             if evals and step <= evals[-1][0]:
-                return [], [], f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
+                return [], nothing, f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
             evals.append((step, ret))
         elif entry.get("kind") == "train":
-            speed = _number(entry.get("env_steps_per_s"))
-            if speed is not None and speed > 0:
-                speeds.append(speed)
-    return evals, speeds, None
+            for key, kept in (("env_steps_per_s", speeds), ("interval_env_steps_per_s", loop_speeds)):
+                speed = _number(entry.get(key))
+                if speed is not None and speed > 0:
+                    kept.append(speed)
+    return evals, (speeds, loop_speeds), None
 
 
 def _walk(root):
@@ -225,7 +250,7 @@ def _manifest_exclusions(root, manifests, seen_dirs):
             seen_dirs.add(run_dir.resolve())
             status = run.get("status", "pending")
             detail = f" (exit code {run['exit_code']})" if run.get("exit_code") is not None else ""
-            kind = "failed" if status == "failed" else "incomplete"
+            kind = "failed" if status == "failed" else "not started" if status == "pending" else "incomplete"
             exclusions.append(Exclusion(
                 _relative(run_dir, root), kind,
                 f"sweep status '{status}'{detail}, no {RUN_FILE} written"

@@ -2,7 +2,13 @@
 
     python -m harness.run --gin gin/kalmamba_noisy.gin [--gin gin/quick.gin] [--bind 'Name.param=value']
                           [--out DIR] [--resume | --overwrite] [--device auto|cpu|cuda|cuda:N]
-                          [--tensorboard] [--wandb] [--video]
+                          [--no-tf32] [--tensorboard] [--wandb] [--video]
+
+On CUDA, float32 matmuls and convolutions use TF32 unless --no-tf32. run.json records the machine
+(`machine`: host, OS, CPU, torch, CUDA device; `machines`: every one the run was trained on), the TF32
+setting, the agent's resolved `compile_mode` and `gpu_seconds`: the wall clock of every process
+that held a CUDA device for this run directory, summed over resumes (and over attempts started again
+with --overwrite).
 
 Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
 gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
@@ -11,12 +17,13 @@ run): then nothing is written, overwritten or deleted; 130 / 143 interrupted by 
 """
 import signal
 import sys
+import time
 import traceback
 
 from harness import config
 from harness import rundir
 from harness.cli import CliParser
-from harness.device import DEVICE_HELP, device_arg, resolve_device
+from harness.device import DEVICE_HELP, device_arg, machine_info, resolve_device
 from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
 
@@ -48,6 +55,8 @@ def parse_args(argv):
     mode.add_argument("--overwrite", action="store_true",
                       help="delete the files of an existing run first (only a directory holding run.json)")
     parser.add_argument("--device", type=device_arg, default="auto", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP)
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="on CUDA, keep float32 matmuls and convolutions in full float32 (default: TF32)")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard summaries to <run>/tb")
     parser.add_argument("--video", action="store_true",
                         help="write an mp4 of the first eval episode of every evaluation to <run>/videos "
@@ -67,11 +76,25 @@ def wandb_options(args):
 
 
 class Plan:
-    """What `prepare` decided: the run to train (runner None when it is already done)."""
+    """What `prepare` decided: the run to train (runner None when it is already done). `began`: the
+    time.monotonic() at which this process chose its device, where its GPU time starts; `tf32`: the
+    TF32 setting of CUDA matmuls (None off CUDA)."""
 
     def __init__(self, experiment, run_dir, info, runner=None, state=None, identity=None):
         self.experiment, self.run_dir, self.info = experiment, run_dir, info
         self.runner, self.state, self.identity = runner, state, identity
+        self.began, self.tf32 = time.monotonic(), None
+
+
+def configure_tf32(device, enabled):
+    """TF32 for CUDA float32 matmuls and cuDNN convolutions (nothing changes off CUDA); returns the
+    matmul setting to record, None off CUDA."""
+    import torch
+    if not str(device).startswith("cuda"):
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    return torch.backends.cuda.matmul.allow_tf32
 
 
 def prepare(args) -> Plan:
@@ -82,7 +105,9 @@ def prepare(args) -> Plan:
     """
     from harness import loggers
 
+    began = time.monotonic()
     device = resolve_device(args.device)
+    tf32 = configure_tf32(device, not args.no_tf32)  # before anything is built or captured
     loggers.check_available(args.tensorboard, wandb_options(args))
     config.parse(args.gin, args.bind)
     try:
@@ -91,7 +116,9 @@ def prepare(args) -> Plan:
         raise config.ConfigError(config.one_line(error)) from error
     run_dir = rundir.RunDirectory(args.out or experiment.run_dir(args.root))
     try:
-        return _check_and_build(args, experiment, run_dir, device)
+        plan = _check_and_build(args, experiment, run_dir, device)
+        plan.began, plan.tf32 = began, tf32
+        return plan
     except BaseException:
         run_dir.unlock()
         raise
@@ -164,19 +191,26 @@ def start(plan, args):
     import gin
     import torch
     run_dir, runner = plan.run_dir, plan.runner
+    spent = {key: (plan.info or {}).get(key) for key in ("gpu_seconds", "machines")}  # kept over --overwrite
     if args.overwrite and run_dir.is_run():
         run_dir.remove_run_files()
         plan.info = None
     run_dir.remove_stale_temporaries()
     run_dir.path.mkdir(parents=True, exist_ok=True)
     device = str(runner.device)
+    machine = machine_info(device)
+    machines = [m for m in spent["machines"] or [] if isinstance(m, dict)]
     info = dict(plan.info or {}, **plan.identity, status=rundir.RUNNING, bindings=list(args.bind),
                 git_commit=rundir.git_commit(), versions=rundir.package_versions(),
                 device=device if device == "cpu" else torch.cuda.get_device_name(runner.device),
+                machine=machine, machines=machines + [machine] * (machine not in machines),
+                tf32=plan.tf32,
+                compile_mode=getattr(getattr(runner, "agent", None), "compile_mode", None),
                 total_env_steps=runner.schedule.total_env_steps,
                 started_at=(plan.info or {}).get("started_at", rundir.now_iso()))
     for stale in ("error", "interrupted_by"):
         info.pop(stale, None)
+    run_dir.count_gpu_time(spent["gpu_seconds"], plan.began, device.startswith("cuda"))
     run_dir.write_info(info)
     rundir.atomic_write_text(run_dir.config, gin.operative_config_str() or gin.config_str())
 

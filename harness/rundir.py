@@ -28,6 +28,7 @@ import pathlib
 import platform
 import shutil
 import subprocess
+import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -150,6 +151,7 @@ class RunDirectory:
         self.videos = self.path / VIDEOS_DIR
         self.evaluations = self.path / EVALUATIONS_DIR
         self._lock = None
+        self._gpu_clock = None  # (seconds recorded by earlier processes, monotonic start, on a GPU)
 
     # -- what is there -------------------------------------------------------------------------
     def entries(self):
@@ -227,10 +229,32 @@ class RunDirectory:
                 for tmp in directory.glob("*.tmp"):
                     tmp.unlink(missing_ok=True)
 
+    def lost_checkpoint(self):
+        """run.json records a checkpoint that is not here (records copied without their checkpoint/,
+        for example from another machine): the run cannot continue, only start again."""
+        try:
+            info = self.read_info()
+        except RunDirectoryError:
+            return False
+        return bool(info) and info.get("status") != DONE and info.get("checkpoint_env_step") is not None \
+            and not self.state_file.exists()
+
     # -- run.json ----------------------------------------------------------------------------------
+    def count_gpu_time(self, recorded_s, since, on_gpu):
+        """From now on every write of run.json records `gpu_seconds`: `recorded_s` (what earlier
+        processes recorded) plus, when `on_gpu`, this process's time.monotonic() seconds since `since`.
+        Written at every checkpoint and at the end, so a process killed by SIGKILL loses only the time
+        since its last checkpoint."""
+        recorded = recorded_s if isinstance(recorded_s, (int, float)) and not isinstance(recorded_s, bool) \
+            and math.isfinite(recorded_s) and recorded_s > 0 else 0.0
+        self._gpu_clock = (float(recorded), float(since), bool(on_gpu))
+
     def write_info(self, info):
         self.path.mkdir(parents=True, exist_ok=True)
         info = dict(info, updated_at=now_iso())
+        if self._gpu_clock is not None:
+            recorded, since, on_gpu = self._gpu_clock
+            info["gpu_seconds"] = round(recorded + (time.monotonic() - since if on_gpu else 0.0), 3)
         atomic_write_text(self.run_json, json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return info
 

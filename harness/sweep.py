@@ -3,13 +3,15 @@
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor local --workers 2
     python -m harness.sweep --gin gin/sweeps/tiny.gin --gpus 0,1 --runs-per-gpu 2
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto
+    python -m harness.sweep --gin gin/sweeps/leaderboard_context.gin --gpus 0 --runs-per-gpu 8 --device cuda
 
 The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 (harness/sweep_plan.py); each cell is one `python -m harness.run` whose run directory comes from
 `harness.config.describe_run`. Finished runs are skipped, failed ones retried and everything is
 recorded in `<results_dir>/<name>/sweep.json` (harness/sweep_runner.py). Ctrl-C (or SIGTERM) stops
 every run (SIGTERM, then SIGKILL after a grace period), marks them interrupted and exits 130;
-running the same command again resumes them.
+running the same command again resumes them (on another machine, a run whose checkpoint was not
+copied along starts again). --device and --no-tf32 are passed to every run.
 Exit status: 0 all done, 1 some runs failed, 2 user error, 130 interrupted.
 """
 import os
@@ -20,6 +22,7 @@ from harness import config
 from harness import executors as executors_lib
 from harness import rundir
 from harness.cli import CliParser, fail, non_negative_float, positive_int
+from harness.device import device_arg
 from harness.sweep_plan import load_sweep, plan
 from harness.sweep_runner import Manifest, lock_sweep_dir, run_sweep
 
@@ -45,8 +48,17 @@ def parse_args(argv):
                                                           "none starts a local Ray instance")
     parser.add_argument("--grace", type=non_negative_float, default=10.0, metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL when stopping runs (default 10)")
+    parser.add_argument("--device", type=device_arg, metavar="auto|cpu|cuda|cuda:N",
+                        help="--device of every run (default: harness.run's, auto); with --gpus each run "
+                             "sees its one GPU as cuda:0")
+    parser.add_argument("--no-tf32", action="store_true", help="--no-tf32 for every run (full float32 on CUDA)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and their state, run nothing")
     return parser.parse_args(argv)
+
+
+def run_args(args) -> list[str]:
+    """The options of this command line that every `harness.run` receives."""
+    return (["--device", args.device] if args.device else []) + (["--no-tf32"] if args.no_tf32 else [])
 
 
 def gpu_list(text):
@@ -95,8 +107,9 @@ def main(argv=None):
         return fail(error)
     if args.dry_run:
         for run in manifest.runs.values():
-            state = run["status"] if run["status"] == rundir.DONE else \
-                "resume" if manifest.run_dir(run).is_dir() else "new"
+            directory = rundir.RunDirectory(manifest.run_dir(run))
+            state = run["status"] if run["status"] == rundir.DONE else "restart" if directory.lost_checkpoint() \
+                else "resume" if directory.path.is_dir() else "new"
             print(f"{state:<7} {manifest.run_dir(run)}")
         return 0
     lock = lock_sweep_dir(sweep.directory)
@@ -105,8 +118,9 @@ def main(argv=None):
     on_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         executor, parallelism = make_executor(args, sweep)
+        manifest.data["run_args"] = run_args(args)
         return run_sweep(sweep, manifest, executor, parallelism, grace_s=args.grace,
-                         log=lambda line: print(line, file=sys.stderr, flush=True))
+                         log=lambda line: print(line, file=sys.stderr, flush=True), run_args=run_args(args))
     except executors_lib.ExecutorError as error:
         return fail(error)
     finally:

@@ -4,9 +4,10 @@ A sweep file imports this module and binds `Sweep.*` (see gin/sweeps/tiny.gin). 
 
     methods x tasks x seeds x context_lengths x grid[binding_1] x grid[binding_2] x ...
 
-where `Sweep.grid = {'make_env.obs_noise_std': [0.0, 0.3]}` adds an axis over any gin binding. Each
-cell is an ordinary `python -m harness.run --gin <method> --gin <overlays...> --bind ...`; a grid
-axis adds its binding and `Experiment.variant = 'obs_noise_std=0.3'` (the parameter name after the
+(a method listed in `Sweep.context_lengths_by_method` runs its own context lengths instead), where
+`Sweep.grid = {'make_env.obs_noise_std': [0.0, 0.3]}` adds an axis over any gin binding. Each cell
+is an ordinary `python -m harness.run --gin <method> --gin <overlays...> --bind ...`; a grid axis
+adds its binding and `Experiment.variant = 'obs_noise_std=0.3'` (the parameter name after the
 last '.', joined with ',' to any variant the method's files or `Sweep.bindings` set), so every grid
 value has its own run directory and leaderboard row.
 """
@@ -37,6 +38,8 @@ class Sweep:
       tasks: DeepMind Control tasks, e.g. ['cartpole_swingup'].
       seeds: integers.
       context_lengths: training sequence lengths T.
+      context_lengths_by_method: {method file: [T, ...]}: the context lengths of that method, in place
+        of `context_lengths` (e.g. lengths only one model can afford).
       grid: {gin binding: [values]}, e.g. {'make_env.obs_noise_std': [0.0, 0.3]}: one more axis per
         binding. Values are Python literals whose text is path-safe (letters, digits, _ . = , + -).
       overlays: gin files applied after each method's file (e.g. 'gin/quick.gin').
@@ -49,7 +52,7 @@ class Sweep:
 
     def __init__(self, name=gin.REQUIRED, methods=gin.REQUIRED, tasks=gin.REQUIRED, seeds=(0,),
                  context_lengths=(32,), grid=None, overlays=(), bindings=(), results_dir="results",
-                 retries=1, num_cpus=1, num_gpus=0):
+                 retries=1, num_cpus=1, num_gpus=0, context_lengths_by_method=None):
         self.name, self.results_dir = str(name), pathlib.Path(results_dir)
         self.methods, self.tasks = list(methods), list(tasks)
         self.seeds, self.context_lengths = [int(s) for s in seeds], [int(t) for t in context_lengths]
@@ -61,16 +64,39 @@ class Sweep:
         if self.retries < 0 or self.num_cpus <= 0 or self.num_gpus < 0:
             raise config.ConfigError("Sweep needs retries >= 0, num_cpus > 0 and num_gpus >= 0")
         self.grid = check_grid(grid or {}, self.bindings)
+        self.context_lengths_by_method = check_lengths_by_method(context_lengths_by_method or {}, self.methods)
 
     @property
     def directory(self) -> pathlib.Path:
         return self.results_dir / self.name
 
+    def lengths_of(self, method) -> list[int]:
+        """The context lengths `method` (a file of `methods`) runs."""
+        return self.context_lengths_by_method.get(method, self.context_lengths)
+
     def describe(self) -> dict:
         """The sweep's axes and settings as the manifest records them."""
         return {"methods": self.methods, "tasks": self.tasks, "seeds": self.seeds,
-                "context_lengths": self.context_lengths, "grid": self.grid, "overlays": self.overlays,
-                "bindings": self.bindings}
+                "context_lengths": self.context_lengths,
+                "context_lengths_by_method": self.context_lengths_by_method, "grid": self.grid,
+                "overlays": self.overlays, "bindings": self.bindings}
+
+
+def check_lengths_by_method(lengths, methods) -> dict:
+    """`Sweep.context_lengths_by_method` as {method file: [int, ...]}, or a one-line ConfigError."""
+    if not isinstance(lengths, dict):
+        raise config.ConfigError(f"Sweep.context_lengths_by_method must be a dict {{method file: [lengths]}}, "
+                                 f"got {lengths!r}")
+    checked = {}
+    for method, values in lengths.items():
+        where = f"Sweep.context_lengths_by_method[{method!r}]"
+        if method not in methods:
+            raise config.ConfigError(f"{where}: not one of Sweep.methods ({', '.join(methods)})")
+        if not isinstance(values, (list, tuple)) or not values or \
+                not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in values):
+            raise config.ConfigError(f"{where} must be a non-empty list of integers >= 2, got {values!r}")
+        checked[method] = [int(v) for v in values]
+    return checked
 
 
 def check_grid(grid, bindings=()) -> dict:
@@ -137,8 +163,10 @@ def load_sweep(gin_files, bindings=()) -> Sweep:
 def plan(sweep: Sweep) -> list[dict]:
     """One manifest entry per grid cell, with the run directory harness.run will use."""
     runs = []
-    for method, task, seed, ctx, cell in itertools.product(sweep.methods, sweep.tasks, sweep.seeds,
-                                                           sweep.context_lengths, grid_cells(sweep.grid)):
+    cells = [(method, task, seed, ctx, cell) for method in sweep.methods
+             for task, seed, ctx, cell in itertools.product(sweep.tasks, sweep.seeds, sweep.lengths_of(method),
+                                                            grid_cells(sweep.grid))]
+    for method, task, seed, ctx, cell in cells:
         bindings = [f"Experiment.name = '{sweep.name}'", f"Experiment.task = '{task}'",
                     f"Experiment.seed = {seed}", f"Experiment.context_length = {ctx}",
                     *(f"{key} = {value!r}" for key, value in cell.items()), *sweep.bindings]

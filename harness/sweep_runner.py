@@ -1,8 +1,10 @@
 """How a sweep runs its plan: the manifest `sweep.json`, scheduling on an executor, retries.
 
 Runs whose run.json says 'done' are skipped; a run directory that exists is continued with
---resume; a failed run (exit 1 or killed) is retried up to `Sweep.retries` times from its last
-checkpoint, then reported; a user error (exit 2) is not retried.
+--resume, unless its run.json records a checkpoint that is not there (records copied from another
+machine without their checkpoint/): that run starts again with --overwrite. A failed run (exit 1 or
+killed) is retried up to `Sweep.retries` times from its last checkpoint, then reported; a user error
+(exit 2) is not retried.
 
 `<results_dir>/<name>/sweep.json` (rewritten atomically) records the grid and every run's status
 (pending, running, done, failed, interrupted), attempts, exit code, error and log file under
@@ -64,8 +66,9 @@ class Manifest:
 
 
 def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor, parallelism: int,
-              grace_s=10.0, log=print) -> int:
-    """Run every pending cell; returns the exit status (0 all done, 1 failures, 130 interrupted)."""
+              grace_s=10.0, log=print, run_args=()) -> int:
+    """Run every pending cell; returns the exit status (0 all done, 1 failures, 130 interrupted).
+    run_args: options given to every `harness.run` (e.g. ['--device', 'cuda'])."""
     queue = collections.deque(key for key, run in manifest.runs.items() if run["status"] == PENDING)
     tries, started, durations = collections.Counter(), {}, []
     progress = Progress(sweep.name, manifest, parallelism, log)
@@ -78,7 +81,11 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                 run = manifest.runs[key]
                 tries[key] += 1
                 run.update(status=rundir.RUNNING, attempts=run["attempts"] + 1, exit_code=None)
-                executor.submit(_job(sweep, manifest, run))
+                job = _job(sweep, manifest, run, run_args)
+                if "--overwrite" in job.command:
+                    log(f"[{sweep.name}] starting {run['id']} again: its run.json records a checkpoint "
+                        "that is not in its directory")
+                executor.submit(job)
                 started[key] = time.monotonic()
                 manifest.save()
             progress.show(force=changed)  # after refilling, so 'running' counts the new runs
@@ -140,13 +147,13 @@ def failure_reason(finished, run_status, log_path) -> str:
     return _last_line(log_path) or f"exit status {finished.exit_code}"
 
 
-def _job(sweep, manifest, run):
+def _job(sweep, manifest, run, run_args=()):
     run_dir = manifest.run_dir(run).resolve()
-    command = [sys.executable, "-m", "harness.run", "--no-progress", "--out", str(run_dir)]
+    command = [sys.executable, "-m", "harness.run", "--no-progress", "--out", str(run_dir), *run_args]
     command += [arg for path in run["gin_files"] for arg in ("--gin", str(_resolve(path)))]
     command += [arg for binding in run["bindings"] for arg in ("--bind", binding)]
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        command.append("--resume")
+        command.append("--overwrite" if rundir.RunDirectory(run_dir).lost_checkpoint() else "--resume")
     threads = str(max(1, int(sweep.num_cpus)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # MUJOCO_GL: envs sets its default
     return executors_lib.Job(run["id"], tuple(command), str((manifest.sweep_dir / run["log"]).resolve()),

@@ -11,11 +11,13 @@ from harness import records
 def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_state",
               context_length=32, returns=(100.0, 400.0, 700.0), eval_every=1000, status="done",
               wall_clock_s=60.0, experiment="exp", extra_lines=(), speeds=(50.0, 70.0),
-              conditions=None):
+              conditions=None, loop_speeds=(), extra_info=None, error=None):
     """Write one run directory in the contract's format; returns its path.
 
     The i-th eval point is at env step i * eval_every with return_mean returns[i]. `conditions`
     adds identity fields (variant, world_model, noise); None writes a record as older versions did.
+    `loop_speeds` are the train lines' interval_env_steps_per_s, `extra_info` more run.json fields (e.g.
+    gpu_seconds, machines), `error` a failed run's error (default: a NaN loss).
     """
     conditions = conditions or {}
     label = method + (f"+{conditions['variant']}" if conditions.get("variant") else "")
@@ -30,13 +32,14 @@ def write_run(root, method="sac", task="cartpole_swingup", seed=0, suite="noisy_
             "versions": {"python": "3.11"}, "device": "cpu", "started_at": "2025-01-01T00:00:00+00:00",
             "updated_at": "2025-01-01T00:01:00+00:00", **conditions}
     if status == "failed":
-        info["error"] = "Traceback (most recent call last):\nRuntimeError: loss is nan"
-    (run_dir / "run.json").write_text(json.dumps(info))
+        info["error"] = error or "Traceback (most recent call last):\nRuntimeError: loss is nan"
+    (run_dir / "run.json").write_text(json.dumps(dict(info, **(extra_info or {}))))
     lines = []
     for i, ret in enumerate(returns):
         if i < len(speeds):
             lines.append({"kind": "train", "env_step": i * eval_every + 1,
-                          "env_steps_per_s": speeds[i], "train/critic_loss": 0.5})
+                          "env_steps_per_s": speeds[i], "train/critic_loss": 0.5,
+                          **({"interval_env_steps_per_s": loop_speeds[i]} if i < len(loop_speeds) else {})})
         lines.append({"kind": "eval", "env_step": i * eval_every, "return_mean": ret,
                       "return_std": 1.0, "returns": [ret - 1, ret + 1], "wall_clock_s": i * 10.0})
     text = "".join(json.dumps(line) + "\n" for line in lines)

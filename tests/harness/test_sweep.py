@@ -269,7 +269,8 @@ def test_every_shipped_sweep_file_plans(path, tmp_path):
     sweep = sweep_plan.load_sweep([path], [f"Sweep.results_dir = '{tmp_path}'"])
     runs = sweep_plan.plan(sweep)
     grid_size = math.prod(len(values) for values in sweep.grid.values())
-    assert len(runs) == len(sweep.methods) * len(sweep.tasks) * len(sweep.seeds) * len(sweep.context_lengths) * grid_size
+    lengths = sum(len(sweep.lengths_of(method)) for method in sweep.methods)
+    assert len(runs) == lengths * len(sweep.tasks) * len(sweep.seeds) * grid_size
 
 
 @pytest.mark.slow
