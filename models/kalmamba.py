@@ -157,7 +157,8 @@ class KalMamba(KalmanWorldModel):
         A, b, Q = self.transition(m, a_next)
         mean0, var0 = self.initial_belief()
         if fresh:
-            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, is_first=restart, backend=self._kalman_backend(w))
+            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, is_first=restart,
+                                     backend=self._kalman_backend(w))
         else:
             filtered = self._filter_from_state(state, a_prev[:, 0], A, b, Q, w, R, restart)
         beliefs = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "m": m}

@@ -50,17 +50,17 @@ from models.kalman import FilterResult, SmootherResult, _with_first_step
 # and 2.3x faster than 1 at T=1024, and 16 only 3% faster than 8 for a 4x longer compile
 # (docs/benchmarks.md).
 BLOCK = 128  # channels a program owns (4 warps, one channel per thread)
-UNROLL = 8  # time steps whose loads are issued together
+UNROLL = 8  # time steps whose loads are issued together (2 under the interpreter, see below)
 NUM_WARPS = 4
 
 
 # Kernel conventions: N = B D channels, program p owns channels p BLOCK .. p BLOCK + BLOCK - 1 of
 # the flattened (B, D) axis. A (B, T, D) input X comes with its strides sX (any, 0 for a broadcast
-# axis) and is read at channel pointer X + b sX[0] + d sX[2] plus t sX[1]; (B, T) flags likewise
-# with sX[1] the time stride; outputs and saved results are contiguous (B, T, D). Steps are taken
-# U at a time (t = t0 + i: U loads per input first, then U steps of arithmetic). Step indices are
-# compared as (BLOCK,) tensors (`tl.full([BLOCK], t, ...)`) because Triton 3.9's interpreter turns
-# `tensor & (scalar comparison)` into int32.
+# axis): the program holds one pointer per channel, X + b sX[0] + d sX[2] + t sX[1], and moves it
+# by sX[1] per step; (B, T) flags likewise, outputs and saved results are contiguous (B, T, D).
+# Steps are taken U at a time: U loads per input first (masked past the ends), then U steps of
+# arithmetic. Step indices are compared as (BLOCK,) tensors (`tl.full`) because Triton 3.9's
+# interpreter turns `tensor & (scalar comparison)` into int32.
 
 @triton.jit
 def _filter_fwd(A, sA, Bt, sB, Q, sQ, Y, sY, R, sR, M0, sM0, V0, sV0, MASK, sMASK, FIRST, sFIRST,
@@ -68,29 +68,30 @@ def _filter_fwd(A, sA, Bt, sB, Q, sQ, Y, sY, R, sR, M0, sM0, V0, sV0, MASK, sMAS
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = idx < N
     bi, di = (idx // D).to(tl.int64), (idx % D).to(tl.int64)
-    out = bi * T * D + di
     pA, pB, pQ = A + bi * sA[0] + di * sA[2], Bt + bi * sB[0] + di * sB[2], Q + bi * sQ[0] + di * sQ[2]
     pY, pR = Y + bi * sY[0] + di * sY[2], R + bi * sR[0] + di * sR[2]
     pMASK, pFIRST = MASK + bi * sMASK[0], FIRST + bi * sFIRST[0]
+    pFM, pFV, pPM, pPV = FM + bi * T * D + di, FV + bi * T * D + di, PM + bi * T * D + di, PV + bi * T * D + di
     m0 = tl.load(M0 + bi * sM0[0] + di * sM0[1], mask=live, other=0.0).to(DT)
     v0 = tl.load(V0 + bi * sV0[0] + di * sV0[1], mask=live, other=1.0).to(DT)
     mean, var = m0, v0  # filtered belief of step t - 1 (unused at t = 0, a start)
     a_prev, c_prev, q_prev = tl.full([BLOCK], 0.0, DT), m0, v0  # transition out of step t - 1 (likewise)
     for t0 in range(0, T, U):
-        a_, c_, q_, y_, r_, obs_, first_ = (), (), (), (), (), (), ()
+        ok_, a_, c_, q_, y_, r_, obs_, first_ = ((),) * 8
         for i in tl.static_range(U):
-            t = t0 + i
-            ok = live & (tl.full([BLOCK], t, tl.int32) < T)
-            a_ += (tl.load(pA + t * sA[1], mask=ok, other=0.0).to(DT),)
-            c_ += (tl.load(pB + t * sB[1], mask=ok, other=0.0).to(DT),)
-            q_ += (tl.load(pQ + t * sQ[1], mask=ok, other=1.0).to(DT),)
-            y_ += (tl.load(pY + t * sY[1], mask=ok, other=0.0).to(DT),)
-            r_ += (tl.load(pR + t * sR[1], mask=ok, other=1.0).to(DT),)
-            obs_ += (tl.load(pMASK + t * sMASK[1], mask=ok, other=0) != 0,)
-            first_ += (tl.load(pFIRST + t * sFIRST[1], mask=ok, other=1) != 0,)
+            ok = live & (tl.full([BLOCK], t0 + i, tl.int32) < T)
+            ok_ += (ok,)
+            a_ += (tl.load(pA, mask=ok, other=0.0).to(DT),)
+            c_ += (tl.load(pB, mask=ok, other=0.0).to(DT),)
+            q_ += (tl.load(pQ, mask=ok, other=1.0).to(DT),)
+            y_ += (tl.load(pY, mask=ok, other=0.0).to(DT),)
+            r_ += (tl.load(pR, mask=ok, other=1.0).to(DT),)
+            obs_ += (tl.load(pMASK, mask=ok, other=0) != 0,)
+            first_ += (tl.load(pFIRST, mask=ok, other=1) != 0,)
+            pA, pB, pQ, pY, pR = pA + sA[1], pB + sB[1], pQ + sQ[1], pY + sY[1], pR + sR[1]
+            pMASK, pFIRST = pMASK + sMASK[1], pFIRST + sFIRST[1]
         for i in tl.static_range(U):
-            t = t0 + i
-            ok, first, obs = live & (tl.full([BLOCK], t, tl.int32) < T), first_[i], obs_[i]
+            ok, first, obs = ok_[i], first_[i], obs_[i]
             a = tl.where(first, 0.0, a_prev)
             pred_mean = a * mean + tl.where(first, m0, c_prev)
             pred_var = a * a * var + tl.where(first, v0, q_prev)
@@ -98,10 +99,11 @@ def _filter_fwd(A, sA, Bt, sB, Q, sQ, Y, sY, R, sR, M0, sM0, V0, sV0, MASK, sMAS
             inv_s = 1.0 / (pred_var + r)
             mean = pred_mean + tl.where(obs, pred_var * inv_s, 0.0) * (y - pred_mean)
             var = tl.where(obs, pred_var * r * inv_s, pred_var)
-            tl.store(PM + out + t * D, pred_mean, mask=ok)
-            tl.store(PV + out + t * D, pred_var, mask=ok)
-            tl.store(FM + out + t * D, mean, mask=ok)
-            tl.store(FV + out + t * D, var, mask=ok)
+            tl.store(pPM, pred_mean, mask=ok)
+            tl.store(pPV, pred_var, mask=ok)
+            tl.store(pFM, mean, mask=ok)
+            tl.store(pFV, var, mask=ok)
+            pFM, pFV, pPM, pPV = pFM + D, pFV + D, pPM + D, pPV + D
             a_prev, c_prev, q_prev = a_[i], c_[i], q_[i]
 
 
@@ -112,57 +114,64 @@ def _filter_bwd(A, sA, Y, sY, R, sR, MASK, sMASK, FIRST, sFIRST, FM, FV, PM, PV,
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = idx < N
     bi, di = (idx // D).to(tl.int64), (idx % D).to(tl.int64)
-    out = bi * T * D + di
-    pA, pY, pR = A + bi * sA[0] + di * sA[2], Y + bi * sY[0] + di * sY[2], R + bi * sR[0] + di * sR[2]
-    pMASK, pFIRST = MASK + bi * sMASK[0], FIRST + bi * sFIRST[0]
-    pGFM, pGFV = GFM + bi * sGFM[0] + di * sGFM[2], GFV + bi * sGFV[0] + di * sGFV[2]
-    pGPM, pGPV = GPM + bi * sGPM[0] + di * sGPM[2], GPV + bi * sGPV[0] + di * sGPV[2]
+    last = T - 1  # pointers start at step T - 1 (inputs of step t - 1: at T - 2) and move backwards
+    pA = A + bi * sA[0] + di * sA[2] + (last - 1) * sA[1]
+    pY, pR = Y + bi * sY[0] + di * sY[2] + last * sY[1], R + bi * sR[0] + di * sR[2] + last * sR[1]
+    pMASK, pFIRST = MASK + bi * sMASK[0] + last * sMASK[1], FIRST + bi * sFIRST[0] + last * sFIRST[1]
+    pGFM, pGFV = GFM + bi * sGFM[0] + di * sGFM[2] + last * sGFM[1], GFV + bi * sGFV[0] + di * sGFV[2] + last * sGFV[1]
+    pGPM, pGPV = GPM + bi * sGPM[0] + di * sGPM[2] + last * sGPM[1], GPV + bi * sGPV[0] + di * sGPV[2] + last * sGPV[1]
+    out = bi * T * D + di + last * D  # saved outputs and the gradients are contiguous (B, T, D)
+    pFM, pFV, pPM, pPV = FM + out - D, FV + out - D, PM + out, PV + out  # filtered at t - 1, predicted at t
+    pdA, pdB, pdQ, pdY, pdR = dA + out, dB + out, dQ + out, dY + out, dR + out
     zero = tl.full([BLOCK], 0.0, DT)
-    tl.store(dA + out + (T - 1) * D, zero, mask=live)  # the last step's transition is unused
-    tl.store(dB + out + (T - 1) * D, zero, mask=live)
-    tl.store(dQ + out + (T - 1) * D, zero, mask=live)
+    tl.store(pdA, zero, mask=live)  # the last step's transition is unused
+    tl.store(pdB, zero, mask=live)
+    tl.store(pdQ, zero, mask=live)
+    pdA, pdB, pdQ = pdA - D, pdB - D, pdQ - D  # gradients of the transition into step t, stored at t - 1
     bar_mean, bar_var = zero, zero  # adjoint of the filtered belief of step t, carried from t + 1
     bar_m0, bar_v0 = zero, zero
     for c in range(0, (T + U - 1) // U):
-        a_, fm_, fv_, pm_, pv_, y_, r_, obs_, first_, gfm_, gfv_, gpm_, gpv_ = ((),) * 13
+        ok_, okp_, a_, fm_, fv_, pm_, pv_, y_, r_, obs_, first_, gfm_, gfv_, gpm_, gpv_ = ((),) * 15
         for i in tl.static_range(U):
-            t = T - 1 - c * U - i
-            tt = tl.full([BLOCK], t, tl.int32)
-            ok, ok_prev = live & (tt >= 0), live & (tt >= 1)
-            a_ += (tl.load(pA + (t - 1) * sA[1], mask=ok_prev, other=0.0).to(DT),)
-            fm_ += (tl.load(FM + out + (t - 1) * D, mask=ok_prev, other=0.0),)
-            fv_ += (tl.load(FV + out + (t - 1) * D, mask=ok_prev, other=0.0),)
-            pm_ += (tl.load(PM + out + t * D, mask=ok, other=0.0),)
-            pv_ += (tl.load(PV + out + t * D, mask=ok, other=1.0),)
-            y_ += (tl.load(pY + t * sY[1], mask=ok, other=0.0).to(DT),)
-            r_ += (tl.load(pR + t * sR[1], mask=ok, other=1.0).to(DT),)
-            obs_ += (tl.load(pMASK + t * sMASK[1], mask=ok, other=0) != 0,)
-            first_ += (tl.load(pFIRST + t * sFIRST[1], mask=ok, other=1) != 0,)
-            gfm_ += (tl.load(pGFM + t * sGFM[1], mask=ok, other=0.0).to(DT),)
-            gfv_ += (tl.load(pGFV + t * sGFV[1], mask=ok, other=0.0).to(DT),)
-            gpm_ += (tl.load(pGPM + t * sGPM[1], mask=ok, other=0.0).to(DT),)
-            gpv_ += (tl.load(pGPV + t * sGPV[1], mask=ok, other=0.0).to(DT),)
+            t = tl.full([BLOCK], last - c * U - i, tl.int32)
+            ok, ok_prev = live & (t >= 0), live & (t >= 1)
+            ok_, okp_ = ok_ + (ok,), okp_ + (ok_prev,)
+            a_ += (tl.load(pA, mask=ok_prev, other=0.0).to(DT),)
+            fm_ += (tl.load(pFM, mask=ok_prev, other=0.0),)
+            fv_ += (tl.load(pFV, mask=ok_prev, other=0.0),)
+            pm_ += (tl.load(pPM, mask=ok, other=0.0),)
+            pv_ += (tl.load(pPV, mask=ok, other=1.0),)
+            y_ += (tl.load(pY, mask=ok, other=0.0).to(DT),)
+            r_ += (tl.load(pR, mask=ok, other=1.0).to(DT),)
+            obs_ += (tl.load(pMASK, mask=ok, other=0) != 0,)
+            first_ += (tl.load(pFIRST, mask=ok, other=1) != 0,)
+            gfm_ += (tl.load(pGFM, mask=ok, other=0.0).to(DT),)
+            gfv_ += (tl.load(pGFV, mask=ok, other=0.0).to(DT),)
+            gpm_ += (tl.load(pGPM, mask=ok, other=0.0).to(DT),)
+            gpv_ += (tl.load(pGPV, mask=ok, other=0.0).to(DT),)
+            pA, pY, pR, pMASK, pFIRST = pA - sA[1], pY - sY[1], pR - sR[1], pMASK - sMASK[1], pFIRST - sFIRST[1]
+            pGFM, pGFV, pGPM, pGPV = pGFM - sGFM[1], pGFV - sGFV[1], pGPM - sGPM[1], pGPV - sGPV[1]
+            pFM, pFV, pPM, pPV = pFM - D, pFV - D, pPM - D, pPV - D
         for i in tl.static_range(U):
-            t = T - 1 - c * U - i
-            tt = tl.full([BLOCK], t, tl.int32)
-            ok, ok_prev, first, obs = live & (tt >= 0), live & (tt >= 1), first_[i], obs_[i]
+            ok, ok_prev, first, obs, pred_var = ok_[i], okp_[i], first_[i], obs_[i], pv_[i]
             bar_mean += gfm_[i]
             bar_var += gfv_[i]
             y, r = tl.where(obs, y_[i], 0.0), tl.where(obs, r_[i], 1.0)
-            inv_s = 1.0 / (pv_[i] + r)
-            gain, keep, resid = pv_[i] * inv_s, r * inv_s, y - pm_[i]  # K, 1 - K, y - m-
+            inv_s = 1.0 / (pred_var + r)
+            gain, keep, resid = pred_var * inv_s, r * inv_s, y - pm_[i]  # K, 1 - K, y - m-
             bar_pm = gpm_[i] + tl.where(obs, keep * bar_mean, bar_mean)
             bar_pv = gpv_[i] + tl.where(obs, keep * (resid * inv_s * bar_mean + keep * bar_var), bar_var)
-            tl.store(dY + out + t * D, tl.where(obs, gain * bar_mean, 0.0), mask=ok)
-            tl.store(dR + out + t * D, tl.where(obs, gain * (gain * bar_var - resid * inv_s * bar_mean), 0.0), mask=ok)
+            tl.store(pdY, tl.where(obs, gain * bar_mean, 0.0), mask=ok)
+            tl.store(pdR, tl.where(obs, gain * (gain * bar_var - resid * inv_s * bar_mean), 0.0), mask=ok)
             a = tl.where(first, 0.0, a_[i])
             bar_a = fm_[i] * bar_pm + 2.0 * a * fv_[i] * bar_pv
-            tl.store(dA + out + (t - 1) * D, tl.where(first, 0.0, bar_a), mask=ok_prev)
-            tl.store(dB + out + (t - 1) * D, tl.where(first, 0.0, bar_pm), mask=ok_prev)
-            tl.store(dQ + out + (t - 1) * D, tl.where(first, 0.0, bar_pv), mask=ok_prev)
+            tl.store(pdA, tl.where(first, 0.0, bar_a), mask=ok_prev)
+            tl.store(pdB, tl.where(first, 0.0, bar_pm), mask=ok_prev)
+            tl.store(pdQ, tl.where(first, 0.0, bar_pv), mask=ok_prev)
             bar_m0 += tl.where(first & ok, bar_pm, 0.0)
             bar_v0 += tl.where(first & ok, bar_pv, 0.0)
             bar_mean, bar_var = a * bar_pm, a * a * bar_pv
+            pdA, pdB, pdQ, pdY, pdR = pdA - D, pdB - D, pdQ - D, pdY - D, pdR - D
     tl.store(dM0 + bi * D + di, bar_m0, mask=live)
     tl.store(dV0 + bi * D + di, bar_v0, mask=live)
 
@@ -173,35 +182,38 @@ def _smoother_fwd(FM, sFM, FV, sFV, A, sA, Bt, sB, Q, sQ, FIRST, sFIRST, SM, SV,
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = idx < N
     bi, di = (idx // D).to(tl.int64), (idx % D).to(tl.int64)
-    out = bi * T * D + di
-    pFM, pFV = FM + bi * sFM[0] + di * sFM[2], FV + bi * sFV[0] + di * sFV[2]
-    pA, pB, pQ = A + bi * sA[0] + di * sA[2], Bt + bi * sB[0] + di * sB[2], Q + bi * sQ[0] + di * sQ[2]
-    pFIRST = FIRST + bi * sFIRST[0]
+    last = T - 1  # pointers start at step T - 1 (is_first of step t + 1: at T) and move backwards
+    pFM, pFV = FM + bi * sFM[0] + di * sFM[2] + last * sFM[1], FV + bi * sFV[0] + di * sFV[2] + last * sFV[1]
+    pA, pB = A + bi * sA[0] + di * sA[2] + last * sA[1], Bt + bi * sB[0] + di * sB[2] + last * sB[1]
+    pQ, pNEXT = Q + bi * sQ[0] + di * sQ[2] + last * sQ[1], FIRST + bi * sFIRST[0] + T * sFIRST[1]
+    out = bi * T * D + di + last * D
+    pSM, pSV, pG = SM + out, SV + out, G + out
     next_mean, next_var = tl.full([BLOCK], 0.0, DT), tl.full([BLOCK], 0.0, DT)  # smoothed, step t + 1
     for c in range(0, (T + U - 1) // U):
-        fm_, fv_, a_, b_, q_, cut_ = (), (), (), (), (), ()
+        ok_, fm_, fv_, a_, b_, q_, cut_ = ((),) * 7
         for i in tl.static_range(U):
-            t = T - 1 - c * U - i
-            tt = tl.full([BLOCK], t, tl.int32)
-            ok = live & (tt >= 0)
-            fm_ += (tl.load(pFM + t * sFM[1], mask=ok, other=0.0).to(DT),)
-            fv_ += (tl.load(pFV + t * sFV[1], mask=ok, other=1.0).to(DT),)
-            a_ += (tl.load(pA + t * sA[1], mask=ok, other=0.0).to(DT),)
-            b_ += (tl.load(pB + t * sB[1], mask=ok, other=0.0).to(DT),)
-            q_ += (tl.load(pQ + t * sQ[1], mask=ok, other=1.0).to(DT),)
-            starts = tl.load(pFIRST + (t + 1) * sFIRST[1], mask=ok & (tt < T - 1), other=1) != 0
-            cut_ += (starts | (tt == T - 1),)
+            t = tl.full([BLOCK], last - c * U - i, tl.int32)
+            ok = live & (t >= 0)
+            ok_ += (ok,)
+            fm_ += (tl.load(pFM, mask=ok, other=0.0).to(DT),)
+            fv_ += (tl.load(pFV, mask=ok, other=1.0).to(DT),)
+            a_ += (tl.load(pA, mask=ok, other=0.0).to(DT),)
+            b_ += (tl.load(pB, mask=ok, other=0.0).to(DT),)
+            q_ += (tl.load(pQ, mask=ok, other=1.0).to(DT),)
+            cut_ += ((tl.load(pNEXT, mask=ok & (t < last), other=1) != 0) | (t == last),)
+            pFM, pFV, pA, pB, pQ = pFM - sFM[1], pFV - sFV[1], pA - sA[1], pB - sB[1], pQ - sQ[1]
+            pNEXT -= sFIRST[1]
         for i in tl.static_range(U):
-            t = T - 1 - c * U - i
-            ok, fm, fv = live & (tl.full([BLOCK], t, tl.int32) >= 0), fm_[i], fv_[i]
+            ok, fm, fv = ok_[i], fm_[i], fv_[i]
             a, q = tl.where(cut_[i], 0.0, a_[i]), tl.where(cut_[i], 1.0, q_[i])
             inv_p = 1.0 / (a * a * fv + q)
             gain = fv * a * inv_p
             next_mean = fm + gain * (next_mean - a * fm - b_[i])
             next_var = gain * gain * next_var + fv * q * inv_p
-            tl.store(SM + out + t * D, next_mean, mask=ok)
-            tl.store(SV + out + t * D, next_var, mask=ok)
-            tl.store(G + out + t * D, gain, mask=ok)
+            tl.store(pSM, next_mean, mask=ok)
+            tl.store(pSV, next_var, mask=ok)
+            tl.store(pG, gain, mask=ok)
+            pSM, pSV, pG = pSM - D, pSV - D, pG - D
 
 
 @triton.jit
@@ -211,33 +223,36 @@ def _smoother_bwd(FM, sFM, FV, sFV, A, sA, Bt, sB, Q, sQ, FIRST, sFIRST, SM, SV,
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = idx < N
     bi, di = (idx // D).to(tl.int64), (idx % D).to(tl.int64)
-    out = bi * T * D + di
     pFM, pFV = FM + bi * sFM[0] + di * sFM[2], FV + bi * sFV[0] + di * sFV[2]
     pA, pB, pQ = A + bi * sA[0] + di * sA[2], Bt + bi * sB[0] + di * sB[2], Q + bi * sQ[0] + di * sQ[2]
     pGSM, pGSV = GSM + bi * sGSM[0] + di * sGSM[2], GSV + bi * sGSV[0] + di * sGSV[2]
-    pGG = GG + bi * sGG[0] + di * sGG[2]
-    pFIRST = FIRST + bi * sFIRST[0]
+    pGG, pNEXT = GG + bi * sGG[0] + di * sGG[2], FIRST + bi * sFIRST[0] + sFIRST[1]  # is_first of step t + 1
+    out = bi * T * D + di
+    pSM, pSV = SM + out + D, SV + out + D  # smoothed marginals of step t + 1
+    pdFM, pdFV, pdA, pdB, pdQ = dFM + out, dFV + out, dA + out, dB + out, dQ + out
     bar_mean, bar_var = tl.full([BLOCK], 0.0, DT), tl.full([BLOCK], 0.0, DT)  # adjoint of m^s_t, P^s_t from t - 1
     for t0 in range(0, T, U):
-        fm_, fv_, a_, b_, q_, cut_, nm_, nv_, gsm_, gsv_, gg_ = ((),) * 11
+        ok_, fm_, fv_, a_, b_, q_, cut_, nm_, nv_, gsm_, gsv_, gg_ = ((),) * 12
         for i in tl.static_range(U):
-            t = t0 + i
-            tt = tl.full([BLOCK], t, tl.int32)
-            ok, ok_next = live & (tt < T), live & (tt < T - 1)
-            fm_ += (tl.load(pFM + t * sFM[1], mask=ok, other=0.0).to(DT),)
-            fv_ += (tl.load(pFV + t * sFV[1], mask=ok, other=1.0).to(DT),)
-            a_ += (tl.load(pA + t * sA[1], mask=ok, other=0.0).to(DT),)
-            b_ += (tl.load(pB + t * sB[1], mask=ok, other=0.0).to(DT),)
-            q_ += (tl.load(pQ + t * sQ[1], mask=ok, other=1.0).to(DT),)
-            cut_ += (tl.load(pFIRST + (t + 1) * sFIRST[1], mask=ok_next, other=1) != 0,)
-            nm_ += (tl.load(SM + out + (t + 1) * D, mask=ok_next, other=0.0),)
-            nv_ += (tl.load(SV + out + (t + 1) * D, mask=ok_next, other=0.0),)
-            gsm_ += (tl.load(pGSM + t * sGSM[1], mask=ok, other=0.0).to(DT),)
-            gsv_ += (tl.load(pGSV + t * sGSV[1], mask=ok, other=0.0).to(DT),)
-            gg_ += (tl.load(pGG + t * sGG[1], mask=ok, other=0.0).to(DT),)
+            t = tl.full([BLOCK], t0 + i, tl.int32)
+            ok, ok_next = live & (t < T), live & (t < T - 1)
+            ok_ += (ok,)
+            fm_ += (tl.load(pFM, mask=ok, other=0.0).to(DT),)
+            fv_ += (tl.load(pFV, mask=ok, other=1.0).to(DT),)
+            a_ += (tl.load(pA, mask=ok, other=0.0).to(DT),)
+            b_ += (tl.load(pB, mask=ok, other=0.0).to(DT),)
+            q_ += (tl.load(pQ, mask=ok, other=1.0).to(DT),)
+            cut_ += (tl.load(pNEXT, mask=ok_next, other=1) != 0,)
+            nm_ += (tl.load(pSM, mask=ok_next, other=0.0),)
+            nv_ += (tl.load(pSV, mask=ok_next, other=0.0),)
+            gsm_ += (tl.load(pGSM, mask=ok, other=0.0).to(DT),)
+            gsv_ += (tl.load(pGSV, mask=ok, other=0.0).to(DT),)
+            gg_ += (tl.load(pGG, mask=ok, other=0.0).to(DT),)
+            pFM, pFV, pA, pB, pQ = pFM + sFM[1], pFV + sFV[1], pA + sA[1], pB + sB[1], pQ + sQ[1]
+            pGSM, pGSV, pGG, pNEXT = pGSM + sGSM[1], pGSV + sGSV[1], pGG + sGG[1], pNEXT + sFIRST[1]
+            pSM, pSV = pSM + D, pSV + D
         for i in tl.static_range(U):
-            t = t0 + i
-            ok, cut, fm, fv = live & (tl.full([BLOCK], t, tl.int32) < T), cut_[i], fm_[i], fv_[i]
+            ok, cut, fm, fv = ok_[i], cut_[i], fm_[i], fv_[i]
             a, q = tl.where(cut, 0.0, a_[i]), tl.where(cut, 1.0, q_[i])
             inv_p = 1.0 / (a * a * fv + q)
             gain, lvar = fv * a * inv_p, fv * q * inv_p
@@ -245,13 +260,20 @@ def _smoother_bwd(FM, sFM, FV, sFV, A, sA, Bt, sB, Q, sQ, FIRST, sFIRST, SM, SV,
             bar_var += gsv_[i]
             bar_gain = gg_[i] + (nm_[i] - a * fm - b_[i]) * bar_mean + 2.0 * gain * nv_[i] * bar_var
             bar_p = -(gain * bar_gain + lvar * bar_var) * inv_p
-            tl.store(dFM + out + t * D, (1.0 - a * gain) * bar_mean, mask=ok)
-            tl.store(dFV + out + t * D, (a * bar_gain + q * bar_var) * inv_p + a * a * bar_p, mask=ok)
+            tl.store(pdFM, (1.0 - a * gain) * bar_mean, mask=ok)
+            tl.store(pdFV, (a * bar_gain + q * bar_var) * inv_p + a * a * bar_p, mask=ok)
             bar_a = fv * bar_gain * inv_p - gain * fm * bar_mean + 2.0 * a * fv * bar_p
-            tl.store(dA + out + t * D, tl.where(cut, 0.0, bar_a), mask=ok)
-            tl.store(dB + out + t * D, tl.where(cut, 0.0, -gain * bar_mean), mask=ok)
-            tl.store(dQ + out + t * D, tl.where(cut, 0.0, fv * bar_var * inv_p + bar_p), mask=ok)
+            tl.store(pdA, tl.where(cut, 0.0, bar_a), mask=ok)
+            tl.store(pdB, tl.where(cut, 0.0, -gain * bar_mean), mask=ok)
+            tl.store(pdQ, tl.where(cut, 0.0, fv * bar_var * inv_p + bar_p), mask=ok)
             bar_mean, bar_var = gain * bar_mean, gain * gain * bar_var
+            pdFM, pdFV, pdA, pdB, pdQ = pdFM + D, pdFV + D, pdA + D, pdB + D, pdQ + D
+
+
+# Under TRITON_INTERPRET=1 (decided when the kernels were defined) every unrolled step costs Python
+# calls; 2 steps per chunk still cross chunk boundaries and pad the last chunk, as 8 do.
+if not isinstance(_filter_fwd, triton.runtime.JITFunction):
+    UNROLL = 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ interpreter walks every time step in Python, so sizes here stay tiny. Skipped wh
 import; the CUDA-graph test needs CUDA.
 
 Tolerances: float64 kernels vs the float64 reference, values and gradients: 1e-10 absolute (measured
-below 1e-13). Float32 kernels on float32-rounded inputs vs the float64 reference on the same
-inputs upcast: values within 1e-5 relative to each output's largest magnitude, gradients within
-1e-4 likewise (measured: values 3e-7, gradients 3e-6).
+below 1e-13 on the interpreter). Float32 kernels on float32-rounded inputs vs the float64 reference on the same inputs
+upcast: values and gradients within 2e-6 of each output's (gradient's) largest magnitude (measured
+at most 2.6e-7, on the interpreter at T=9 and on an H100 at T=1024).
 """
 import os
 
@@ -86,9 +86,9 @@ def test_float32_kernels_against_the_float64_reference():
     got_values, got_grads = values_and_grads(p, "triton", cotangents)
     for i, (got, want) in enumerate(zip(got_values, want_values)):
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5 * want.abs().max(), msg=f"output {i}")
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max(), msg=f"output {i}")
     for name, got, want in zip(INPUTS, got_grads, want_grads):
-        torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4 * want.abs().max(), msg=name)
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max(), msg=name)
 
 
 def test_broadcast_and_strided_inputs():
