@@ -1,7 +1,7 @@
 """Benchmarks that print a table: `python -m harness.bench {acting,e2e,env,kalman,model-fit,models} [options]`.
 
     python -m harness.bench env      env steps/s per suite, with and without rendering
-    python -m harness.bench kalman   sequential vs parallel Kalman filter+smoother, Mamba scans
+    python -m harness.bench kalman   sequential vs parallel vs Triton Kalman filter+smoother, Mamba scans
     python -m harness.bench models   one world-model + SAC update per model and context length
     python -m harness.bench model-fit  full-size KalMamba fitted to prefill data: held-out ELBO, clip rate
     python -m harness.bench acting   per-step acting latency of the offline sequence policies

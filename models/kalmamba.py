@@ -13,7 +13,8 @@ with a_t = prev_action[:, t + 1] (the action taken at t), A_t = 0.4 + 0.59 sigmo
 and Q_t in [0.001, 0.1] (bounded sigmoids, see the base module); the last step's (A, b, Q) are
 unused. Because the transition depends on observations only through the backbone, never through
 the filtered belief, all of (A, b, Q) exist before filtering starts: the Kalman filter and the RTS
-smoother both run as associative scans (`models.kalman`), and the Mamba scan is parallel too.
+smoother both run over the whole sequence at once (`models.kalman`: fused Triton kernels on CUDA,
+associative scans elsewhere, see `kalman_backend`), and the Mamba scan is parallel too.
 `backbone_residual = False` gives the bare block h_t = Mamba(x_{<=t}); `use_mamba = False` the
 "without Mamba" ablation h_t = x_t.
 
@@ -156,7 +157,8 @@ class KalMamba(KalmanWorldModel):
         A, b, Q = self.transition(m, a_next)
         mean0, var0 = self.initial_belief()
         if fresh:
-            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, is_first=restart)
+            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, is_first=restart,
+                                     backend=self._kalman_backend(w))
         else:
             filtered = self._filter_from_state(state, a_prev[:, 0], A, b, Q, w, R, restart)
         beliefs = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "m": m}
@@ -175,7 +177,7 @@ class KalMamba(KalmanWorldModel):
         return carry
 
     def _filter_from_state(self, state, first_action, A, b, Q, w, R, restart) -> FilterResult:
-        """Parallel filter whose step 0 is predicted from `state` (module docstring), (B, T, Z) each."""
+        """Whole-sequence filter whose step 0 is predicted from `state` (module docstring), (B, T, Z) each."""
         mean0, var0 = self.initial_belief()
         prior_mean, prior_var = kalman_predict(state["mean"], state["var"], *self.transition(state["m"], first_action))
 
@@ -186,7 +188,8 @@ class KalMamba(KalmanWorldModel):
         filtered = kalman_filter(prepend(A, torch.zeros_like(prior_mean)), prepend(b, prior_mean),
                                  prepend(Q, prior_var), prepend(w, torch.zeros_like(prior_mean)),
                                  prepend(R, torch.ones_like(prior_var)), mean0, var0,
-                                 mask=prepend(observed, ~observed[:, 0]), is_first=prepend(restart, observed[:, 0]))
+                                 mask=prepend(observed, ~observed[:, 0]), is_first=prepend(restart, observed[:, 0]),
+                                 backend=self._kalman_backend(w))
         return FilterResult(*(x[:, 1:] for x in filtered))
 
     def _regularisers(self, inference: Inference):

@@ -34,6 +34,7 @@ P+_t Q_t / P-_{t+1}) is the affine map (m^s_{t+1}, P^s_{t+1}) -> (m^s_t, P^s_t);
 composes those maps. All denominators are >= the added noise, so float32 stays finite and every
 variance is a sum of non-negative terms.
 """
+import functools
 from typing import NamedTuple
 
 import torch
@@ -131,23 +132,27 @@ def _restart(A, b, Q, restart, mean0, var0):
 # ---------------------------------------------------------------------------------------------
 # Whole sequences.
 
-def kalman_filter(A, b, Q, y, R, mean0, var0, mask=None, is_first=None, parallel=True) -> FilterResult:
+BACKENDS = ("scan", "sequential", "triton")
+
+
+def kalman_filter(A, b, Q, y, R, mean0, var0, mask=None, is_first=None, backend="scan") -> FilterResult:
     """Filtered and one-step predicted marginals of z_t for every t (see the module docstring).
 
     A, b, Q, y, R: (B, T, D) (A, b, Q, R may be anything broadcastable to y's shape);
     mean0, var0: broadcastable to (B, D); mask, is_first: (B, T) bool or None.
-    parallel=False runs the sequential reference, same signature and results.
+    backend: 'scan' (associative scan), 'sequential' (the reference) or 'triton' (fused kernels of
+    `models.kalman_triton`; CUDA tensors, or CPU under TRITON_INTERPRET=1); same results.
     """
     A, b, Q, y, R, mean0, var0, mask, is_first = _check_filter_inputs(A, b, Q, y, R, mean0, var0, mask, is_first)
-    run = kalman_filter_parallel if parallel else kalman_filter_sequential
-    return run(A, b, Q, y, R, mean0, var0, mask, is_first)
+    return _implementation(backend, "filter")(A, b, Q, y, R, mean0, var0, mask, is_first)
 
 
-def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True) -> SmootherResult:
+def kalman_smoother(filtered: FilterResult, A, b, Q, backend="scan") -> SmootherResult:
     """Smoothed marginals of z_t given all of y, and the smoother gains (see the module docstring).
 
     filtered: the result of `kalman_filter` on the same sequence, whose `is_first` says where
-    episodes start (no information flows back across them); A, b, Q: as given to the filter.
+    episodes start (no information flows back across them); A, b, Q: as given to the filter;
+    backend: as for `kalman_filter`.
     """
     mean, var = filtered.filtered_mean, filtered.filtered_var
     if mean.dim() != 3 or var.shape != mean.shape:
@@ -155,8 +160,30 @@ def kalman_smoother(filtered: FilterResult, A, b, Q, parallel=True) -> SmootherR
                          f"{tuple(mean.shape)} and {tuple(var.shape)}")
     A, b, Q = (_expand(name, x, mean.shape) for name, x in (("A", A), ("b", b), ("Q", Q)))
     is_first = _check_flags("filtered.is_first", filtered.is_first, mean, required=True)
-    run = kalman_smoother_parallel if parallel else kalman_smoother_sequential
-    return run(mean, var, A, b, Q, is_first)
+    return _implementation(backend, "smoother")(mean, var, A, b, Q, is_first)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether triton imports (the 'triton' backend needs it)."""
+    try:
+        import models.kalman_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _implementation(backend, which):
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError(f"kalman {which} backend 'triton' needs the triton package, which does not import")
+        from models import kalman_triton
+        return getattr(kalman_triton, f"kalman_{which}_triton")
+    if backend == "scan":
+        return kalman_filter_parallel if which == "filter" else kalman_smoother_parallel
+    if backend == "sequential":
+        return kalman_filter_sequential if which == "filter" else kalman_smoother_sequential
+    raise ValueError(f"kalman {which} backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def kalman_filter_sequential(A, b, Q, y, R, mean0, var0, mask, is_first) -> FilterResult:

@@ -18,8 +18,9 @@ with z_t drawn from the smoothed marginal N(mu^s_t, P^s_t) by reparameterisation
 mean in eval mode) and kl_t the tight-bound KL of `models.tight_elbo` (clipped per (b, t) after
 summing over Z, as VRKN's free nats); c_t = start_kl_weight at steps whose prior is the initial
 belief (step 0 of every window and each reset), 1 elsewhere (VRKN's code weights that KL by 0).
-The metric `model/elbo` is the unclipped, unscaled bound per step: mean [log p(o_t | z_t) + log p(r_t | z_t) - kl_t]. Smoothing is the time-parallel RTS
-smoother for both models: it has no parameters and no sequential dependency of its own.
+The metric `model/elbo` is the unclipped, unscaled bound per step: mean [log p(o_t | z_t) + log p(r_t | z_t) - kl_t]. Smoothing is the RTS smoother
+for both models: it has no parameters and no sequential dependency of its own, so it runs over the
+whole window at once, as fused Triton kernels on CUDA or an associative scan (`kalman_backend`).
 
 Features for the actor and critic (`belief_features`): the filtered mean, Z values (the KalMamba
 paper's SAC input), or concat(filtered mean, log filtered variance), 2 Z values (the log puts
@@ -45,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models import networks
-from models.kalman import FilterResult, kalman_smoother
+from models.kalman import BACKENDS, FilterResult, kalman_smoother, triton_available
 from models.tight_elbo import tight_kl
 from models.world_model import Belief, WorldModel
 
@@ -154,9 +155,13 @@ class KalmanWorldModel(WorldModel, abc.ABC):
             'mean_and_log_var' (concat(filtered mean, log filtered variance), 2 Z values).
         learning_rate, grad_clip: the agent's model optimiser settings for this model (None keeps
             `WorldModel`'s).
+        kalman_backend: how sequences are filtered and smoothed (`models.kalman`): 'scan',
+            'sequential', 'triton' (fused kernels), or 'auto': 'triton' for CUDA tensors when triton
+            imports, else 'scan'. All give the same results up to rounding.
     """
 
     FEATURES = ("mean", "mean_and_log_var")
+    KALMAN_BACKENDS = ("auto",) + BACKENDS
 
     def __init__(self, obs_shape, action_dim: int, *, encoder_fn=None, decoder_fn=None, latent_dim: int = 230,
                  hidden_dim: int = 300, dropout: float = 0.1, transition_scale_bounds=(0.1, 0.99),
@@ -165,7 +170,7 @@ class KalmanWorldModel(WorldModel, abc.ABC):
                  initial_var_init: float = 1.0, initial_var_min: float = 0.001, learn_initial_mean: bool = True,
                  free_nats: float = 3.0, reward_scale: float = 10.0, start_kl_weight: float = 1.0,
                  belief_features: str = "mean", learning_rate: float | None = None,
-                 grad_clip: float | None = None):
+                 grad_clip: float | None = None, kalman_backend: str = "auto"):
         super().__init__()
         name = type(self).__name__
         self.obs_shape = tuple(int(s) for s in obs_shape)
@@ -181,6 +186,10 @@ class KalmanWorldModel(WorldModel, abc.ABC):
             raise ValueError(f"{name} needs dropout in [0, 1), got {dropout}")
         if belief_features not in self.FEATURES:
             raise ValueError(f"{name} needs belief_features in {self.FEATURES}, got {belief_features!r}")
+        if kalman_backend not in self.KALMAN_BACKENDS:
+            raise ValueError(f"{name} needs kalman_backend in {self.KALMAN_BACKENDS}, got {kalman_backend!r}")
+        if kalman_backend == "triton" and not triton_available():
+            raise ValueError(f"{name} was given kalman_backend='triton', but triton does not import")
         for arg, value in [("learning_rate", learning_rate), ("grad_clip", grad_clip)]:
             if value is not None and not value > 0.0:
                 raise ValueError(f"{name} needs {arg} > 0, got {value}")
@@ -191,6 +200,7 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         self.free_nats, self.reward_scale = float(free_nats), float(reward_scale)
         self.start_kl_weight = float(start_kl_weight)
         self.belief_features = belief_features
+        self.kalman_backend = kalman_backend
         self.feature_dim = self.latent_dim if belief_features == "mean" else 2 * self.latent_dim
 
         self.encoder = (encoder_fn or networks.default_encoder_fn)(self.obs_shape)
@@ -267,7 +277,8 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         self._check_batch(batch)
         obs, reward = batch["obs"], batch["reward"]
         inference = self._infer(obs, batch["prev_action"], batch["is_first"], None)
-        smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q, parallel=True)
+        smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q,
+                                   backend=self._kalman_backend(inference.A))
         mean, var = smoothed.smoothed_mean, smoothed.smoothed_var
         z = mean + var.sqrt() * torch.randn_like(mean) if self.training else mean
         obs_ll = self.decoder.log_likelihood(z, obs)
@@ -310,6 +321,12 @@ class KalmanWorldModel(WorldModel, abc.ABC):
     def _regularisers(self, inference: Inference):
         """(scalar added to the loss, metrics dict); none by default."""
         return inference.filtered.filtered_mean.new_zeros(()), {}
+
+    def _kalman_backend(self, like: torch.Tensor) -> str:
+        """`kalman_backend` for tensors like `like`, with 'auto' resolved by their device."""
+        if self.kalman_backend != "auto":
+            return self.kalman_backend
+        return "triton" if like.is_cuda and triton_available() else "scan"
 
     def _restarts(self, is_first, state: Belief | None):
         """(B, T) bool: is_first, plus step 0 where the state says the next step restarts."""

@@ -14,8 +14,8 @@ the standard form P+ = P- R / (P- + R), algebraically equal to VRKN's Joseph for
 positive terms. Because A, b, Q depend on the filtered mean, filtering is inherently sequential:
 `observe` is a loop over the same single step `step` uses (the encoder still runs on the whole
 sequence at once). The smoother and the tight ELBO come from the base class; the smoother is the
-time-parallel RTS smoother, exact and free of any sequential dependency, so the baseline is not
-slowed down by a serial smoother it does not need.
+RTS smoother over the whole window (`kalman_backend`), exact and free of any dependency on the
+model's networks, so the baseline is not slowed down by a step-by-step smoother it does not need.
 
 MC dropout samples its masks in train mode only; the agent acts in eval mode, with the mean network
 (VRKN's code keeps dropout on except inside its "MAP" context).

@@ -1,12 +1,16 @@
-"""`python -m harness.bench kalman`: sequential vs parallel Kalman filter + smoother, and Mamba.
+"""`python -m harness.bench kalman`: sequential vs parallel vs fused Triton Kalman filter + smoother, and Mamba.
 
 Prints one markdown table per device. Every time is the median wall clock of forward + backward
 (a scalar loss over all outputs, gradients for all inputs), after warm-up, with the device
 synchronised before the clock stops. Columns:
 
     T              sequence length (batch B, latent size D)
-    sequential_ms  kalman_filter + kalman_smoother with parallel=False
-    parallel_ms    the same with parallel=True;  speedup = sequential / parallel
+    sequential_ms  kalman_filter + kalman_smoother with backend='sequential'
+    parallel_ms    the same with backend='scan' (associative scan);  speedup = sequential / parallel
+    triton_ms      the same with backend='triton' (fused kernels, models/kalman_triton.py); CUDA
+                   only: '-' on CPU, or everywhere when triton does not import (a note says which)
+    triton_graph_ms  the same fwd+bwd captured once in a CUDA graph and replayed: the device time a
+                   graph-captured training update spends on it, without the host's launch overhead
     mamba_*_ms     one Mamba block on (B, T, d_model): `fallback` is the pure-PyTorch scan,
                    `kernel` our block on mamba_ssm's kernel, `kernel_resets` the same with 1% of
                    steps starting an episode, `mamba_ssm` mamba_ssm's own module (CUDA only)
@@ -16,14 +20,15 @@ and of the input gradient: fallback vs mamba_ssm's module, and kernel path vs fa
 """
 import argparse
 import datetime
+import functools
 import math
 import sys
 
 import torch
 
-from harness.benchmarks.timing import median_ms
+from harness.benchmarks.timing import graph_median_ms, median_ms
 from harness.cli import CliParser
-from models.kalman import kalman_filter, kalman_smoother
+from models.kalman import kalman_filter, kalman_smoother, triton_available
 from models.mamba import Mamba, mamba_ssm_available
 
 
@@ -38,7 +43,8 @@ def main(argv=None):
         return 2
     print(f"command: python -m harness.bench kalman {' '.join(argv or [])}".rstrip())
     print(f"date: {datetime.date.today().isoformat()}; torch {torch.__version__}; "
-          f"mamba_ssm kernel: {'yes' if mamba_ssm_available() else 'no'}")
+          f"mamba_ssm kernel: {'yes' if mamba_ssm_available() else 'no'}; "
+          f"triton: {'yes' if triton_available() else 'no (triton_ms skipped)'}")
     if args.check:
         return _check(args)
     for device in devices:
@@ -78,14 +84,23 @@ def _table(args, device):
     print(f"\n### {name} ({device.type}{threads}); Kalman B={args.batch}, D={args.dim}; "
           f"Mamba d_model={args.mamba_d_model}, d_state={args.mamba_d_state}; float32, fwd+bwd, median ms\n")
     mamba_columns = [] if args.no_mamba else _mamba_variants(device)
-    header = ["T", "sequential_ms", "parallel_ms", "speedup"] + [f"mamba_{c}_ms" for c in mamba_columns]
+    header = (["T", "sequential_ms", "parallel_ms", "speedup", "triton_ms", "triton_graph_ms"]
+              + [f"mamba_{c}_ms" for c in mamba_columns])
+    run_triton = device.type == "cuda" and triton_available()
+    if not run_triton:
+        reason = "no CUDA device (the kernels run on CUDA only)" if triton_available() else "triton does not import"
+        print(f"triton_ms, triton_graph_ms: {reason}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for length in args.lengths:
         problem = _kalman_problem(args.batch, length, args.dim, device)
-        seq = median_ms(lambda: _kalman_fwd_bwd(problem, parallel=False), device, args.warmup, args.repeats)
-        par = median_ms(lambda: _kalman_fwd_bwd(problem, parallel=True), device, args.warmup, args.repeats)
-        row = [str(length), f"{seq:.2f}", f"{par:.2f}", f"{seq / par:.1f}x"]
+        ms = {backend: median_ms(functools.partial(_kalman_fwd_bwd, problem, backend), device, args.warmup,
+                                 args.repeats)
+              for backend in ("sequential", "scan") + (("triton",) if run_triton else ())}
+        graph = (graph_median_ms(functools.partial(_kalman_fwd_bwd, problem, "triton"), device, args.warmup,
+                                 args.repeats) if run_triton else None)
+        row = [str(length), f"{ms['sequential']:.2f}", f"{ms['scan']:.2f}", f"{ms['sequential'] / ms['scan']:.1f}x",
+               f"{ms['triton']:.2f}" if run_triton else "-", f"{graph:.3f}" if run_triton else "-"]
         for variant in mamba_columns:
             too_long = device.type == "cpu" and length > args.mamba_cpu_max_length
             row.append("-" if too_long else f"{_time_mamba(args, device, length, variant):.2f}")
@@ -104,9 +119,9 @@ def _kalman_problem(batch, length, dim, device):
     return {k: v.requires_grad_() for k, v in tensors.items()}
 
 
-def _kalman_fwd_bwd(p, parallel):
-    filtered = kalman_filter(**p, parallel=parallel)
-    smoothed = kalman_smoother(filtered, p["A"], p["b"], p["Q"], parallel=parallel)
+def _kalman_fwd_bwd(p, backend):
+    filtered = kalman_filter(**p, backend=backend)
+    smoothed = kalman_smoother(filtered, p["A"], p["b"], p["Q"], backend=backend)
     loss = sum(x.sum() for x in (*filtered, *smoothed))
     torch.autograd.grad(loss, list(p.values()))
 

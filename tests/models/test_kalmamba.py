@@ -55,7 +55,7 @@ def test_loss_equals_an_explicit_sequential_computation():
         A, b, Q = model.transition(m, next_action)
         restart = batch["is_first"].clone()
         restart[:, 0] = True
-        smoothed = kalman_smoother(FilterResult(mean, var, mean, var, restart), A, b, Q, parallel=False)
+        smoothed = kalman_smoother(FilterResult(mean, var, mean, var, restart), A, b, Q, backend="sequential")
         mean0, var0 = model.initial_belief()
         kl = tight_kl(var, smoothed.smoothed_mean, smoothed.smoothed_var, A, b, Q, mean0, var0, restart)
         obs_ll = model.decoder.log_likelihood(smoothed.smoothed_mean, batch["obs"])

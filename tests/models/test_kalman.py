@@ -1,5 +1,5 @@
 """Diagonal Kalman filter and smoother: sequential vs an independent dense joint Gaussian,
-parallel vs sequential, gradients, float32 robustness, missing data and resets."""
+scan vs sequential, gradients, float32 robustness, missing data and resets."""
 import pytest
 import torch
 
@@ -30,15 +30,15 @@ def make_problem(B, T, D, dtype=F64, seed=0, p_missing=0.3, p_reset=0.2, var_ran
     return problem
 
 
-def run(problem, parallel):
-    filtered = kalman_filter(**problem, parallel=parallel)
-    smoothed = kalman_smoother(filtered, problem["A"], problem["b"], problem["Q"], parallel=parallel)
+def run(problem, backend):
+    filtered = kalman_filter(**problem, backend=backend)
+    smoothed = kalman_smoother(filtered, problem["A"], problem["b"], problem["Q"], backend=backend)
     return filtered, smoothed
 
 
-def values(problem, parallel):
+def values(problem, backend):
     """The seven float outputs: filtered mean, var, predicted mean, var, smoothed mean, var, gain."""
-    filtered, smoothed = run(problem, parallel)
+    filtered, smoothed = run(problem, backend)
     return tuple(filtered)[:4] + tuple(smoothed)
 
 
@@ -91,10 +91,10 @@ def dense_posterior(p, bi, di):
 
 
 @pytest.mark.parametrize("T,seed", [(1, 0), (2, 1), (5, 2), (7, 3), (9, 4)])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_matches_dense_joint_gaussian(T, seed, parallel):
+@pytest.mark.parametrize("backend", ["sequential", "scan"])
+def test_matches_dense_joint_gaussian(T, seed, backend):
     p = make_problem(B=2, T=T, D=3, seed=seed, p_missing=0.35, p_reset=0.25)
-    filtered, smoothed = run(p, parallel)
+    filtered, smoothed = run(p, backend)
     results = {**filtered._asdict(), **smoothed._asdict()}
     for bi in range(2):
         for di in range(3):
@@ -111,7 +111,7 @@ def test_dense_check_covers_resets_and_missing_steps():
 @pytest.mark.parametrize("T", [1, 2, 3, 8, 13, 33, 100])
 def test_parallel_matches_sequential_float64(T):
     p = make_problem(B=3, T=T, D=5, seed=T)
-    for par, seq in zip(values(p, True), values(p, False)):
+    for par, seq in zip(values(p, "scan"), values(p, "sequential")):
         torch.testing.assert_close(par, seq, rtol=0, atol=1e-10)
 
 
@@ -126,9 +126,9 @@ def test_gradients_parallel_match_sequential():
     weights = [torch.randn(2, 11, 3, generator=g, dtype=F64) for _ in range(7)]
     names = ("A", "b", "Q", "y", "R", "mean0", "var0")
     grads = []
-    for parallel in (True, False):
+    for backend in ("scan", "sequential"):
         leaves = {k: (v.clone().requires_grad_() if k in names else v) for k, v in p.items()}
-        loss = _scalar_loss(*run(leaves, parallel), weights)
+        loss = _scalar_loss(*run(leaves, backend), weights)
         grads.append(torch.autograd.grad(loss, [leaves[k] for k in names]))
     for name, gp, gs in zip(names, *grads):
         assert gs.abs().max() > 0, name
@@ -141,7 +141,7 @@ def test_parallel_passes_gradcheck():
 
     def f(*tensors):
         problem = {**p, **dict(zip(names, tensors))}
-        return values(problem, parallel=True)
+        return values(problem, "scan")
 
     inputs = tuple(p[k].clone().requires_grad_() for k in names)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
@@ -150,13 +150,13 @@ def test_parallel_passes_gradcheck():
 def test_float32_long_sequence_with_wide_variances():
     """T = 1024, Q, R, var0 log-uniform in [1e-4, 1e2]. Documented tolerances, measured against
     the float64 sequential filter: means within 1e-3 posterior standard deviations and variances
-    within 1e-3 relative error (measured on this seed, parallel and sequential alike:
+    within 1e-3 relative error (measured on this seed, scan and sequential alike:
     means 2e-4 standard deviations, variances 8e-7, gains 7e-7 relative)."""
     p64 = make_problem(B=4, T=1024, D=16, seed=7, var_range=(1e-4, 1e2))
     p32 = {k: (v.float() if v.is_floating_point() else v) for k, v in p64.items()}
-    truth = values(p64, parallel=False)
-    for parallel in (True, False):
-        f_mean, f_var, p_mean, p_var, s_mean, s_var, gain = values(p32, parallel)
+    truth = values(p64, "sequential")
+    for backend in ("scan", "sequential"):
+        f_mean, f_var, p_mean, p_var, s_mean, s_var, gain = values(p32, backend)
         for name, mean, var, ref_mean, ref_var in (
                 ("filtered", f_mean, f_var, truth[0], truth[1]),
                 ("predicted", p_mean, p_var, truth[2], truth[3]),
@@ -164,19 +164,19 @@ def test_float32_long_sequence_with_wide_variances():
             assert torch.isfinite(mean).all() and (var > 0).all(), name
             std_err = ((mean.double() - ref_mean) / ref_var.sqrt()).abs().max()
             rel_err = ((var.double() - ref_var) / ref_var).abs().max()
-            assert std_err < 1e-3 and rel_err < 1e-3, (name, parallel, std_err.item(), rel_err.item())
+            assert std_err < 1e-3 and rel_err < 1e-3, (name, backend, std_err.item(), rel_err.item())
         assert torch.isfinite(gain).all()
         torch.testing.assert_close(gain.double(), truth[6], rtol=1e-3, atol=1e-5)
 
 
 def test_missing_observations_are_ignored_even_if_nan():
     p = make_problem(B=2, T=10, D=3, seed=8, p_missing=0.4)
-    expected = values(p, True)
+    expected = values(p, "scan")
     missing = ~p["mask"]
     p["y"] = p["y"].masked_fill(missing.unsqueeze(-1), float("nan")).requires_grad_()
     p["R"] = p["R"].masked_fill(missing.unsqueeze(-1), float("inf"))
-    for parallel in (True, False):
-        got = values(p, parallel)
+    for backend in ("scan", "sequential"):
+        got = values(p, backend)
         for x, e in zip(got, expected):
             torch.testing.assert_close(x, e, rtol=0, atol=1e-12)
         (grad,) = torch.autograd.grad(got[4].sum(), p["y"])
@@ -186,17 +186,17 @@ def test_missing_observations_are_ignored_even_if_nan():
 def test_reset_splits_into_independent_episodes():
     p = make_problem(B=1, T=12, D=4, seed=9, p_reset=0.0)
     p["is_first"][0, 5] = True
-    whole = values(p, True)
+    whole = values(p, "scan")
     for start, stop in ((0, 5), (5, 12)):
         part = {k: (v[:, start:stop] if v.dim() >= 2 and k not in ("mean0", "var0") else v) for k, v in p.items()}
-        for w, x in zip(whole, values(part, True)):
+        for w, x in zip(whole, values(part, "scan")):
             torch.testing.assert_close(w[:, start:stop], x, rtol=0, atol=1e-12)
 
 
 def test_priors_at_starts_and_zero_gain_before_them():
     p = make_problem(B=3, T=8, D=2, seed=10, p_reset=0.3)
-    for parallel in (True, False):
-        filtered, smoothed = run(p, parallel)
+    for backend in ("scan", "sequential"):
+        filtered, smoothed = run(p, backend)
         starts = p["is_first"].clone()
         starts[:, 0] = True
         bi, ti = starts.nonzero(as_tuple=True)
@@ -242,25 +242,25 @@ def test_broadcast_parameters_are_accepted():
     p["Q"] = p["Q"][:1, :1]  # (1, 1, 3): one noise level for all batches and steps
     p["var0"] = p["var0"][0]  # (3,): a learned initial variance
     full = dict(p, Q=p["Q"].expand(2, 6, 3), var0=p["var0"].expand(2, 3))
-    for x, e in zip(values(p, True), values(full, False)):
+    for x, e in zip(values(p, "scan"), values(full, "sequential")):
         torch.testing.assert_close(x, e, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_smoother_reads_the_resets_from_the_filter_result(parallel):
+@pytest.mark.parametrize("backend", ["scan", "sequential"])
+def test_smoother_reads_the_resets_from_the_filter_result(backend):
     """The filter result carries is_first (step 0 set), and the smoother uses it without being told:
     nothing flows back across a reset, so smoothing the whole sequence equals smoothing each episode."""
     p = make_problem(B=1, T=12, D=4, seed=11, p_reset=0.0)
     p["is_first"][0, 6] = True
-    filtered, smoothed = run(p, parallel)
+    filtered, smoothed = run(p, backend)
     expected_flags = p["is_first"].clone()
     expected_flags[:, 0] = True
     assert torch.equal(filtered.is_first, expected_flags)
     head = {k: (v[:, :6] if v.dim() >= 2 and k not in ("mean0", "var0") else v) for k, v in p.items()}
-    torch.testing.assert_close(smoothed.smoothed_mean[:, :6], run(head, parallel)[1].smoothed_mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(smoothed.smoothed_mean[:, :6], run(head, backend)[1].smoothed_mean, rtol=0, atol=1e-12)
     # the same marginals without the flag would smooth across the reset: the flag is what matters
     unflagged = filtered._replace(is_first=torch.zeros_like(filtered.is_first))
-    across = kalman_smoother(unflagged, p["A"], p["b"], p["Q"], parallel=parallel)
+    across = kalman_smoother(unflagged, p["A"], p["b"], p["Q"], backend=backend)
     assert (across.smoothed_mean[:, 5] - smoothed.smoothed_mean[:, 5]).abs().max() > 1e-3
     with pytest.raises(TypeError):
         FilterResult(*tuple(filtered)[:4])  # no way to build one that forgets the resets

@@ -117,3 +117,12 @@ def test_gin_knows_every_inherited_keyword_and_refuses_a_misspelt_one(cls):
             gin.parse_config(f"{name}.latent_dims = 7")
     finally:
         gin.clear_config()
+
+
+@pytest.mark.parametrize("cls", KALMAN_MODELS)
+def test_kalman_backend_auto_is_the_scan_on_cpu_and_a_wrong_name_is_refused(cls):
+    model = make(cls)
+    assert model.kalman_backend == "auto" and model._kalman_backend(torch.zeros(1)) == "scan"
+    assert make(cls, kalman_backend="sequential")._kalman_backend(torch.zeros(1)) == "sequential"
+    with pytest.raises(ValueError, match="kalman_backend"):
+        make(cls, kalman_backend="parallel")

@@ -27,9 +27,9 @@ def make_chain(B, T, D, seed=0, p_reset=0.25, dtype=F64):
                 var0=uniform(0.05, 2.0, B, D), is_first=is_first)
 
 
-def infer(chain, parallel=True):
-    filtered = kalman_filter(**chain, parallel=parallel)
-    smoothed = kalman_smoother(filtered, chain["A"], chain["b"], chain["Q"], parallel=parallel)
+def infer(chain, backend="scan"):
+    filtered = kalman_filter(**chain, backend=backend)
+    smoothed = kalman_smoother(filtered, chain["A"], chain["b"], chain["Q"], backend=backend)
     return filtered, smoothed
 
 

@@ -77,7 +77,7 @@ def test_loss_equals_an_explicit_computation():
         A, b, Q = (torch.stack([tr[i] for tr in transitions[1:]] + [transitions[-1][i]], 1) for i in range(3))
         restart = batch["is_first"].clone()
         restart[:, 0] = True
-        smoothed = kalman_smoother(FilterResult(mean, var, mean, var, restart), A, b, Q, parallel=False)
+        smoothed = kalman_smoother(FilterResult(mean, var, mean, var, restart), A, b, Q, backend="sequential")
         mean0, var0 = model.initial_belief()
         kl = tight_kl(var, smoothed.smoothed_mean, smoothed.smoothed_var, A, b, Q, mean0, var0, restart)
         obs_ll = model.decoder.log_likelihood(smoothed.smoothed_mean, batch["obs"])
