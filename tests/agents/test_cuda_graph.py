@@ -3,8 +3,12 @@
 Two agents start from the same weights; one runs eagerly, the other records its update and acting
 step as CUDA graphs (after two eager warm-up calls each) and replays them. Both see the same batches
 with the generator reseeded before each call, so they draw the same random numbers, and their
-metrics and weights agree to float32 round-off: tolerance rtol = atol = 1e-4 per update (kernels
-such as index-add backward are not bitwise deterministic, and differences grow over updates).
+metrics agree to float32 round-off: rtol = atol = 1e-4 per update (kernels such as index-add
+backward are not bitwise deterministic, and differences grow over updates). Weights are compared
+after the updates to atol 1e-3: Adam moves a weight by up to its learning rate (3e-4 to 1e-3 here)
+per step whatever the gradient's size, so a near-zero gradient whose sign differs by round-off moves
+that weight by about 2 lr (measured: one of 51,200 decoder weights off by 1.1e-4 with the Triton
+Kalman kernels, everything else within 2e-6).
 """
 import copy
 
@@ -20,6 +24,7 @@ from tests.models import model_table
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+WEIGHT_TOLERANCE = dict(rtol=1e-4, atol=1e-3)
 UPDATES = 6  # two warm-up calls, the capturing call, three replays
 
 
@@ -51,7 +56,7 @@ def test_graph_updates_equal_eager_updates(name, shape_name):
             torch.testing.assert_close(results[1][key], results[0][key], **TOLERANCE, msg=f"update {k}: {key}")
     assert any(call.captured for call in graph._graphs.values())
     for (name_e, p_e), (name_g, p_g) in zip(eager.world_model.named_parameters(), graph.world_model.named_parameters()):
-        torch.testing.assert_close(p_g, p_e, **TOLERANCE, msg=name_e)
+        torch.testing.assert_close(p_g, p_e, **WEIGHT_TOLERANCE, msg=name_e)
 
 
 @pytest.mark.parametrize("deterministic", [True, False])
