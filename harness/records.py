@@ -22,7 +22,7 @@ from harness import rundir
 from harness.rundir import METRICS_FILE, RUN_FILE
 
 MANIFEST_FILE = "sweep.json"
-PROVENANCE_FIELDS = ("git_commit", "versions", "device", "bindings", "machine", "tf32", "compile_mode")
+PROVENANCE_FIELDS = ("git_commit", "source_digest", "versions", "device", "bindings", "machine", "tf32", "compile_mode")
 
 
 class ResultsError(ValueError):

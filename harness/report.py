@@ -92,7 +92,7 @@ def run_rows(group, href):
 
 
 def provenance_rows(group, href):
-    """(method, runs, commits, versions, devices, bindings, Link to one config.gin) per method: the
+    """(method, runs, commits, source digests, versions, devices, bindings, Link to one config.gin) per method: the
     distinct values its runs recorded in run.json."""
     rows = []
     for m in method_order(group):
@@ -104,12 +104,13 @@ def provenance_rows(group, href):
         bindings = distinct("; ".join(b for b in (run.get("bindings") or [])
                                       if not b.replace(" ", "").startswith(per_cell)) for run in runs)
         config = runs[0]["path"] + "/config.gin"
-        rows.append((m, str(len(runs)), distinct(run.get("git_commit") for run in runs), versions,
+        rows.append((m, str(len(runs)), distinct(run.get("git_commit") for run in runs),
+                     distinct(run.get("source_digest") for run in runs), versions,
                      distinct(run.get("device") for run in runs), bindings, Link(config, href(config))))
     return rows
 
 
-PROVENANCE_HEADER = ("Method", "Runs", "Commit", "Versions", "Device", "Bindings", "Config (one run)")
+PROVENANCE_HEADER = ("Method", "Runs", "Commit", "Source digest", "Versions", "Device", "Bindings", "Config (one run)")
 RUNS_HEADER = ("Method", "Task", "Seed", "Final return", "Run directory")
 
 

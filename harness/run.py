@@ -201,7 +201,8 @@ def start(plan, args):
     machine = machine_info(device)
     machines = [m for m in spent["machines"] or [] if isinstance(m, dict)]
     info = dict(plan.info or {}, **plan.identity, status=rundir.RUNNING, bindings=list(args.bind),
-                git_commit=rundir.git_commit(), versions=rundir.package_versions(),
+                git_commit=rundir.git_commit(), source_digest=rundir.source_digest(),
+                versions=rundir.package_versions(),
                 device=device if device == "cpu" else torch.cuda.get_device_name(runner.device),
                 machine=machine, machines=machines + [machine] * (machine not in machines),
                 tf32=plan.tf32,

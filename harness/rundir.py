@@ -20,6 +20,7 @@ line is always strict JSON.
 """
 import datetime
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -89,6 +90,24 @@ def git_commit():
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+SOURCE_DIRS = ("agents", "envs", "harness", "models", "gin")  # the code and configuration a run executes
+
+
+def source_digest(root=REPO_ROOT):
+    """First 16 hex digits of a sha256 over every .py and .gin file under SOURCE_DIRS (relative path
+    and bytes, in sorted order): the code a run executed, recorded beside `git_commit`, which reads
+    the .git directory and so names the wrong commit when a working tree is copied with a stale one."""
+    digest = hashlib.sha256()
+    root = pathlib.Path(root)
+    files = sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*") if p.suffix in (".py", ".gin") and p.is_file())
+    for path in files:
+        relative = path.relative_to(root).as_posix().encode()
+        digest.update(len(relative).to_bytes(4, "little") + relative)
+        content = path.read_bytes()
+        digest.update(len(content).to_bytes(8, "little") + content)
+    return digest.hexdigest()[:16]
 
 
 def package_versions():

@@ -101,7 +101,7 @@ def test_provenance_table_reads_run_json(built):
     text = (root / "report" / "leaderboard.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| sac | 6 | ")]
     assert len(rows) == 2  # one per context length: 2 tasks x 3 seeds
-    assert rows[0].startswith("| sac | 6 | abc | python 3.11 | cpu | - | [exp/sac/noisy_state/cartpole_swingup")
+    assert rows[0].startswith("| sac | 6 | abc | - | python 3.11 | cpu | - | [exp/sac/noisy_state/cartpole_swingup")
 
 
 def test_one_method_order_in_tables_and_figures(built):

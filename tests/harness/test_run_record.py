@@ -83,3 +83,23 @@ def test_tf32_is_set_for_cuda_devices_only(enabled):
 def test_no_tf32_is_an_option_of_harness_run():
     assert run_cli_module.parse_args(["--gin", "x.gin", "--no-tf32"]).no_tf32
     assert not run_cli_module.parse_args(["--gin", "x.gin"]).no_tf32
+
+
+def test_source_digest_names_the_code_not_the_git_directory(tmp_path):
+    """The digest changes with any .py or .gin file under the source directories, and with nothing
+    else (a copy of the tree without .git, or with files elsewhere, has the same digest)."""
+    from harness import rundir
+    for directory in rundir.SOURCE_DIRS:
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "a.py").write_text(f"# {directory}\n")
+    (tmp_path / "gin" / "x.gin").write_text("A.b = 1\n")
+    first = rundir.source_digest(tmp_path)
+    assert len(first) == 16 and first == rundir.source_digest(tmp_path)
+    (tmp_path / "README.md").write_text("docs change nothing")
+    (tmp_path / "models" / "notes.txt").write_text("nor do other files")
+    assert rundir.source_digest(tmp_path) == first
+    (tmp_path / "gin" / "x.gin").write_text("A.b = 2\n")
+    assert rundir.source_digest(tmp_path) != first
+    (tmp_path / "gin" / "x.gin").write_text("A.b = 1\n")
+    (tmp_path / "models" / "a.py").rename(tmp_path / "models" / "b.py")  # a renamed file counts too
+    assert rundir.source_digest(tmp_path) != first
