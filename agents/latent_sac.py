@@ -6,6 +6,10 @@ One update on a replay batch (B, T):
      features f_t = features(belief_t), detached from the model; a transition is valid unless
      obs_{t+1} starts a new episode, and its discount is 0 when obs_{t+1} is terminal.
 
+Suites that withhold observations (missing_state) give a validity flag: `act` takes it as `obs_valid`
+and replay batches carry it as batch["obs_valid"] (B, T); both reach the world model (`step` /
+`loss`, models/world_model.py) only when given, so nothing changes for the other suites.
+
 Observations reach the world model standardised by `agents.obs_normaliser.ObsNormaliser` (fitted
 once, on the prefill episodes, by `fit_obs_normaliser`; identity for images), in `update` and in
 `act` alike. The model optimiser is Adam with the world model's own `learning_rate` and
@@ -30,6 +34,7 @@ import torch
 from agents.cuda_graph import CapturedCall, set_capturable, signature
 from agents.obs_normaliser import ObsNormaliser
 from agents.sac import SAC
+from models.world_model import obs_valid_kwargs
 
 STATE = "state/"  # prefix of the belief's tensors among a captured acting step's inputs
 
@@ -69,7 +74,8 @@ class LatentSAC:
         return self.obs_normaliser.is_fitted
 
     def fit_obs_normaliser(self, obs):
-        """obs (N, *obs_shape) numpy: the prefill observations; fixes the statistics for the run."""
+        """obs (N, *obs_shape) numpy: the prefill observations (the valid ones, where a suite
+        withholds some); fixes the statistics for the run."""
         self.obs_normaliser.fit(obs)
 
     @property
@@ -88,12 +94,15 @@ class LatentSAC:
         return self.world_model.initial_state(batch_size)
 
     @torch.no_grad()
-    def act(self, state, obs, prev_action, is_first, deterministic=False):
-        """One env step for a batch of envs: obs (B, *obs_shape) numpy -> (action (B, A) numpy, state)."""
+    def act(self, state, obs, prev_action, is_first, deterministic=False, obs_valid=None):
+        """One env step for a batch of envs: obs (B, *obs_shape) numpy, obs_valid (B,) bool or None
+        -> (action (B, A) numpy, state)."""
         device = self.device
         inputs = {"obs": torch.as_tensor(np.asarray(obs), device=device),
                   "prev_action": torch.as_tensor(np.asarray(prev_action), dtype=torch.float32, device=device),
                   "is_first": torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=device)}
+        if obs_valid is not None:
+            inputs["obs_valid"] = torch.as_tensor(np.asarray(obs_valid), dtype=torch.bool, device=device)
         if self.compile_mode != "graph":
             action, state = self._act(state=state, deterministic=deterministic, **inputs)
             return action.cpu().numpy(), state
@@ -101,10 +110,11 @@ class LatentSAC:
         action, state = self._captured(("act", deterministic), inputs)(inputs)
         return action.cpu().numpy(), {name: value.clone() for name, value in state.items()}
 
-    def _act(self, obs, prev_action, is_first, state, deterministic):
+    def _act(self, obs, prev_action, is_first, state, deterministic, obs_valid=None):
         """Tensors on the device -> (action (B, A), belief): the acting step, eager or captured."""
         self.world_model.eval()
-        state = self.world_model.step(self.obs_normaliser(obs), prev_action, is_first, state)
+        state = self.world_model.step(self.obs_normaliser(obs), prev_action, is_first, state,
+                                      **obs_valid_kwargs(obs_valid))
         return self.sac.act(self.world_model.features(state), deterministic), state
 
     def _act_graph_fn(self, deterministic):

@@ -7,6 +7,9 @@ Each slot holds one agent step with the conventions of `models/world_model.py`:
     reward[i]       reward received on arriving at obs[i] (zero where is_first)
     is_first[i]     obs[i] is the first observation of an episode
     is_terminal[i]  obs[i] is terminal
+    obs_valid[i]    obs[i] was observed (False: withheld, the obs is zeros); stored only when the
+                    environment provides it (the missing_state suite), from the first `add` that
+                    passes one on; batches then carry it as (B, T) bool
 
 There is no separate next-observation copy: the successor of slot i is slot i + 1. By default a
 sampled window lies inside one episode, as in CoRAL's replay buffer (no `is_first` after its first
@@ -25,6 +28,7 @@ import gin
 import numpy as np
 
 FIELDS = ("obs", "prev_action", "reward", "is_first", "is_terminal")
+OPTIONAL_FIELDS = ("obs_valid",)
 _CHUNK = re.compile(r"chunk_(\d+)_(\d+)\.npz$")
 
 
@@ -51,14 +55,27 @@ class ReplayBuffer:
     def __len__(self):
         return min(self.total_added, self.capacity)
 
-    def add(self, obs, prev_action, reward, is_first, is_terminal=False):
+    def add(self, obs, prev_action, reward, is_first, is_terminal=False, obs_valid=None):
         i = self.total_added % self.capacity
         self.data["obs"][i] = obs
         self.data["prev_action"][i] = 0.0 if is_first else prev_action
         self.data["reward"][i] = 0.0 if is_first else reward
         self.data["is_first"][i] = is_first
         self.data["is_terminal"][i] = is_terminal
+        if obs_valid is not None or "obs_valid" in self.data:
+            self._obs_valid()[i] = True if obs_valid is None else obs_valid
         self.total_added += 1
+
+    def _obs_valid(self):
+        """The obs_valid column, created on first use with every step so far valid."""
+        if "obs_valid" not in self.data:
+            self.data["obs_valid"] = np.ones((self.capacity,), dtype=bool)
+        return self.data["obs_valid"]
+
+    def valid_observations(self):
+        """The stored observations (N, *obs_shape) in slot order, without the withheld ones."""
+        obs = self.data["obs"][:len(self)]
+        return obs[self.data["obs_valid"][:len(self)]] if "obs_valid" in self.data else obs
 
     def sample(self, batch_size, length, rng: np.random.Generator):
         """`batch_size` windows of `length` consecutive stored steps, uniformly over valid starts.
@@ -145,8 +162,11 @@ class ReplayBuffer:
             with np.load(path) as chunk:
                 steps = np.arange(start, min(end, total_added))
                 keep = steps >= oldest
-                for key in FIELDS:
-                    self.data[key][steps[keep] % self.capacity] = chunk[key][: len(steps)][keep]
+                if "obs_valid" in chunk.files:
+                    self._obs_valid()
+                for key in FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in self.data):
+                    values = chunk[key] if key in chunk.files else np.ones(end - start, bool)  # older chunks: all valid
+                    self.data[key][steps[keep] % self.capacity] = values[: len(steps)][keep]
             covered = max(covered, min(end, total_added)) if start <= covered else covered
         if covered != total_added:
             raise RuntimeError(f"replay chunks in {directory} cover steps up to {covered}, "

@@ -3,6 +3,7 @@ import gymnasium
 import numpy as np
 
 from envs import rendering, suites
+from envs.observations import flat_state
 
 RENDER_MODES = ("rgb_array",)
 
@@ -24,7 +25,10 @@ class DMCEnv(gymnasium.Env):
         terminated  the task ended the episode (discount 0); never in DeepMind Control
         truncated   the time limit ended it: after EPISODE_ENV_STEPS (1000) env steps
         info        env_steps (env steps taken by this call), applied_action (a', float64 (A,)),
-                    plus the observation function's entries (true_obs for noisy states)
+                    true_state (the clean dm_control observation flattened in the task's key
+                    order, float32 (D,), in every suite: what the belief metrics probe for), plus
+                    the observation function's entries (true_obs, the clean observation, where the
+                    suite corrupts it; obs_valid in the missing_state suite)
     reset(seed=None, options=None) -> (obs, info): a new seed restarts every random stream
         (initial states, observation and action noise) exactly as a new env with that seed; None
         continues them. `options` is accepted for the Gymnasium API and ignored.
@@ -51,6 +55,7 @@ class DMCEnv(gymnasium.Env):
             raise ValueError(f"expected a bounded vector action spec, got {spec}")
         self._env = dmc_env
         self._observation = observation
+        self._state_keys = tuple(dmc_env.observation_spec())
         self._center = np.broadcast_to((high + low) / 2, spec.shape).copy()
         self._half_range = np.broadcast_to((high - low) / 2, spec.shape).copy()
         self.action_noise_std = float(action_noise_std)
@@ -99,8 +104,9 @@ class DMCEnv(gymnasium.Env):
             self._reseed(seed)
         time_step = self._env.reset()
         self._episode_over = False
+        self._observation.start_episode()
         obs, extra = self._observation(time_step.observation)
-        return obs, {"env_steps": 0, **extra}
+        return obs, {"env_steps": 0, "true_state": self._true_state(time_step), **extra}
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._episode_over:
@@ -118,8 +124,11 @@ class DMCEnv(gymnasium.Env):
         terminated = self._episode_over and time_step.discount == 0.0
         truncated = self._episode_over and not terminated
         obs, extra = self._observation(time_step.observation)
-        info = {"env_steps": env_steps, "applied_action": applied, **extra}
+        info = {"env_steps": env_steps, "applied_action": applied, "true_state": self._true_state(time_step), **extra}
         return obs, reward, bool(terminated), bool(truncated), info
+
+    def _true_state(self, time_step) -> np.ndarray:
+        return flat_state(time_step.observation, self._state_keys).astype(np.float32)
 
     def _applied_action(self, action) -> np.ndarray:
         """a' = clip(clip(a, -1, 1) + eps, -1, 1); shape (A,), float64."""

@@ -1,15 +1,25 @@
 """What the agent sees of a dm_control state: rendered pixels, or a noisy flat state vector.
 
-Both observation functions share one small interface used by `envs.dmc.DMCEnv`:
+Every observation function shares one small interface used by `envs.dmc.DMCEnv`:
     shape, dtype                    of the observation array
     reseed(rng)                     takes a numpy Generator (its own stream of the env seed)
+    start_episode()                 called by reset() before the episode's first observation
     __call__(observation) -> (obs, info)
         `observation` is the dm_control observation dict of the current time step; `info` holds
         extra entries for the env's info dict.
+
+The partially observed suites wrap these two: `envs.missing` (withheld states) and
+`envs.occlusions` (images with moving occluders).
 """
 import numpy as np
 
 from envs import rendering
+
+
+def flat_state(observation, keys) -> np.ndarray:
+    """The dm_control observation dict as one float64 vector (D,): the entries of `keys` (the
+    task's own key order) raveled and concatenated."""
+    return np.concatenate([np.asarray(observation[key], np.float64).ravel() for key in keys])
 
 
 class PixelObservation:
@@ -30,6 +40,9 @@ class PixelObservation:
 
     def reseed(self, rng: np.random.Generator) -> None:
         del rng  # rendering is deterministic
+
+    def start_episode(self) -> None:
+        pass
 
     def __call__(self, observation) -> tuple[np.ndarray, dict]:
         del observation
@@ -61,8 +74,11 @@ class NoisyStateObservation:
     def reseed(self, rng: np.random.Generator) -> None:
         self._rng = rng
 
+    def start_episode(self) -> None:
+        pass
+
     def __call__(self, observation) -> tuple[np.ndarray, dict]:
-        state = np.concatenate([np.asarray(observation[key], np.float64).ravel() for key in self.keys])
+        state = flat_state(observation, self.keys)
         noisy = state
         if self.noise_std > 0:
             noisy = state + self.noise_std * self._rng.standard_normal(state.shape)

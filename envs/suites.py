@@ -1,4 +1,8 @@
-"""The two benchmark suites, the DeepMind Control tasks they run, and per-domain settings.
+"""The benchmark suites, the DeepMind Control tasks they run, and per-domain settings.
+
+Suites (built by `envs.make_env`): "image" and "noisy_state", and their partially observed
+variants "occluded_image" (moving occluders, `envs.occlusions`) and "missing_state" (noisy states
+withheld except every 4-8 steps, `envs.missing`).
 
 Task names are `<domain>_<task>` with the short domain names used in the world-model literature:
 `cup_catch` is dm_control's (`ball_in_cup`, `catch`). Adding a domain means adding one row to
@@ -7,7 +11,7 @@ to `TASKS`.
 """
 import dataclasses
 
-SUITES = ("image", "noisy_state")
+SUITES = ("image", "noisy_state", "missing_state", "occluded_image")
 
 # The default DMC set of the PlaNet / Dreamer / KalMamba line of work.
 DEFAULT_TASKS = (

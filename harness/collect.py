@@ -114,6 +114,7 @@ def policy_state(directory, kind, mark, device):
 
 
 def rollout_episodes(env, agent, count, seed, deterministic):
+    from harness.episodes import act_inputs  # obs_valid for the missing_state suite
     episodes = []
     for index in range(count):
         episode_seed = (seed * 1_000_003 + 500_009 * (index + 1)) % 2**32
@@ -123,7 +124,8 @@ def rollout_episodes(env, agent, count, seed, deterministic):
         prev_action = np.zeros(env.action_dim, np.float32)
         is_first, done = True, False
         while not done:
-            action, state = agent.act(state, obs[None], prev_action[None], [is_first], deterministic=deterministic)
+            action, state = agent.act(state, obs[None], prev_action[None], [is_first], deterministic=deterministic,
+                                      **act_inputs(info))
             obs, reward, terminated, truncated, info = env.step(action[0])
             observations.append(obs)
             true_obs.append(info.get("true_obs"))

@@ -29,9 +29,10 @@ def parse(gin_files, bindings=()):
     """Clear gin, then parse `gin_files` (paths) and `bindings` ('Name.param = value' strings).
 
     Only the harness's own configurables are imported here (`Experiment`, `Schedule`, `make_env`,
-    which every run binds, and the eval videos' `ModelStrip`); everything else is imported by the
-    gin files themselves."""
+    which every run binds, the eval videos' `ModelStrip` and the evaluation's `BeliefMetrics`,
+    which every run's config.gin records); everything else is imported by the gin files themselves."""
     import envs  # noqa: F401
+    import harness.belief_metrics  # noqa: F401
     import harness.experiment  # noqa: F401
     import harness.video_strip  # noqa: F401
     gin.clear_config()

@@ -64,7 +64,7 @@ class Experiment:
 
     Args:
       name: experiment name, the first level of the run directory.
-      suite: 'image' or 'noisy_state'.
+      suite: one of envs.SUITES: 'image', 'noisy_state', 'missing_state' or 'occluded_image'.
       task: DeepMind Control task, for example 'cartpole_swingup'.
       seed: seeds the environment, networks and replay sampling.
       context_length: training sequence length T sampled from replay.

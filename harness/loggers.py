@@ -32,9 +32,10 @@ class Logger(abc.ABC):
 
 
 def scalars(record: dict) -> dict:
-    """The numbers of a metrics line the mirrors plot: eval/return(_std), train/*, perf/*."""
+    """The numbers of a metrics line the mirrors plot: eval/return(_std), belief/*, train/*, perf/*."""
     if record["kind"] == "eval":
         values = {"eval/return": record["return_mean"], "eval/return_std": record["return_std"]}
+        values.update({k: v for k, v in record.items() if k.startswith("belief/")})
     else:
         values = {k: v for k, v in record.items() if k.startswith("train/")}
         values.update({f"perf/{k}": record.get(k) for k in ("env_steps_per_s", "interval_env_steps_per_s")})

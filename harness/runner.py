@@ -27,6 +27,7 @@ import tqdm
 
 from agents.replay import ReplayBuffer
 from harness import episodes, loggers, rng_state, train_metrics, video, video_strip
+from harness.belief_metrics import BeliefMetrics
 from harness.experiment import Schedule
 
 
@@ -55,6 +56,7 @@ class Runner:
         self.replay = ReplayBuffer(self.schedule.replay_capacity, self.env.obs_shape, self.env.obs_dtype,
                                    self.env.action_dim)
         self.rng = np.random.default_rng(experiment.seed)
+        self.belief_metrics = BeliefMetrics()  # off unless bound on (the partially observed suites' gin)
         self.counters = {"env_step": 0, "agent_step": 0, "updates": 0, "episodes": 0, "prefill_agent_steps": 0,
                          "next_eval": 0, "next_checkpoint": self.schedule.checkpoint_every,
                          "next_log": 0, "wall_clock_s": 0.0, "metrics_bytes": 0,
@@ -137,9 +139,9 @@ class Runner:
         random_policy = c["env_step"] < self.schedule.prefill_env_steps
         if not random_policy and not self.agent.obs_normaliser_fitted:
             # once, when prefill ends: statistics of the random episodes (a resumed run has them from its checkpoint)
-            self.agent.fit_obs_normaliser(self.replay.data["obs"][:len(self.replay)])
-        obs, _ = self.env.reset(seed=self.experiment.seed * 100_003 + c["episodes"])
-        self.replay.add(obs, None, 0.0, is_first=True)
+            self.agent.fit_obs_normaliser(self.replay.valid_observations())
+        obs, info = self.env.reset(seed=self.experiment.seed * 100_003 + c["episodes"])
+        self.replay.add(obs, None, 0.0, is_first=True, obs_valid=info.get("obs_valid"))
         state = self.agent.initial_state(1)
         prev_action = np.zeros(self.env.action_dim, np.float32)
         is_first, episode_return, done = True, 0.0, False
@@ -147,10 +149,12 @@ class Runner:
             if random_policy:
                 action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
             else:
-                action, state = self.agent.act(state, obs[None], prev_action[None], [is_first])
+                action, state = self.agent.act(state, obs[None], prev_action[None], [is_first],
+                                               **episodes.act_inputs(info))
                 action = action[0]
             obs, reward, terminated, truncated, info = self.env.step(action)
-            self.replay.add(obs, action, reward, is_first=False, is_terminal=terminated)
+            self.replay.add(obs, action, reward, is_first=False, is_terminal=terminated,
+                            obs_valid=info.get("obs_valid"))
             c["env_step"] += info.get("env_steps", self.env.action_repeat)
             c["agent_step"] += 1
             c["prefill_agent_steps"] += random_policy
@@ -177,21 +181,24 @@ class Runner:
         c = self.counters
         began = time.perf_counter()
         frames = [] if self._video_due() else None
-        returns = [self._run_eval_episode(i, frames if i == 0 else None) for i in range(self.schedule.eval_episodes)]
+        recorder = self.belief_metrics.recorder(self.agent)  # None when belief metrics are off
+        returns = [self._run_eval_episode(i, frames if i == 0 else None, recorder)
+                   for i in range(self.schedule.eval_episodes)]
         if frames is not None:
             video.write_mp4(self.run_dir.video_file(c["env_step"]), frames, self.eval_env.metadata["render_fps"])
+        belief = self.belief_metrics.compute(recorder)
         c["eval_s"] += time.perf_counter() - began
         self.last_eval_return = float(np.mean(returns))
         record = {"kind": "eval", "env_step": c["env_step"], "return_mean": self.last_eval_return,
                   "return_std": float(np.std(returns)), "returns": [float(r) for r in returns],
-                  "wall_clock_s": round(clock, 3)}
+                  "wall_clock_s": round(clock, 3), **belief}
         self.logger.write(record)
         while c["next_eval"] <= c["env_step"]:
             c["next_eval"] += self.schedule.eval_every
 
-    def _run_eval_episode(self, index, frames=None):
+    def _run_eval_episode(self, index, frames=None, recorder=None):
         seed = episodes.eval_seed(self.experiment.seed, self.counters["env_step"], self.schedule.eval_every, index)
-        return episodes.run_eval_episode(self.agent, self.eval_env, seed, frames)
+        return episodes.run_eval_episode(self.agent, self.eval_env, seed, frames, recorder)
 
     def _video_due(self):
         c, every = self.counters, self.schedule.video_every

@@ -41,6 +41,11 @@ latent observation, E[w_{t+1}] = E[z_{t+1}] = A_t mu_t + b_t (H = I: the prior m
 Mamba state running, so each imagined step is one `step` whose update is skipped and whose backbone
 reads the prior mean in place of the encoded observation.
 
+Missing observations (obs_valid False) skip the Kalman update (the filter's `mask`), and the
+backbone reads w_t = 0 there in place of the encoded observation: the time-parallel scan needs the
+backbone's input before filtering, so the prior mean that `predict` feeds is not available, and zero
+is what VRKN's code feeds its RSSM in place of a missing embedding.
+
 Continuing `observe` from a given state prepends one pseudo-step with a missing observation whose
 outgoing transition is (0, prior mean, prior var): the scan then starts exactly from the state's
 predicted belief.
@@ -131,11 +136,13 @@ class KalMamba(KalmanWorldModel):
             state.update(mamba_conv=mamba.conv, mamba_ssm=mamba.ssm)
         return state
 
-    def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
+    def _step(self, state: Belief, w, R, a_prev, restart, obs_valid=None) -> Belief:
         A, b, Q = self.transition(state["m"], a_prev)
         mean0, var0 = self.initial_belief()
-        filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, is_first=restart, mean0=mean0, var0=var0)
-        m, mamba = self.backbone_step(self.backbone_input(w, a_prev), self._mamba_state(state), restart)
+        filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, mask=obs_valid, is_first=restart,
+                               mean0=mean0, var0=var0)
+        m, mamba = self.backbone_step(self.backbone_input(self._zero_missing(w, obs_valid), a_prev),
+                                      self._mamba_state(state), restart)
         return self._carry(filtered.filtered_mean, filtered.filtered_var, m, mamba, restart)
 
     def _prior_step(self, state: Belief, action) -> Belief:
@@ -146,24 +153,29 @@ class KalMamba(KalmanWorldModel):
         m, mamba = self.backbone_step(self.backbone_input(mean, action), self._mamba_state(state), no_restart)
         return self._carry(mean, var, m, mamba, no_restart)
 
-    def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
+    def _infer(self, obs, prev_action, is_first, state: Belief | None, obs_valid=None) -> Inference:
         restart = self._restarts(is_first, state)
         fresh = state is None or bool(restart[:, 0].all())
         w, R = self.latent_observation(obs)
         a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
-        m, mamba_state = self.backbone(self.backbone_input(w, a_prev), None if fresh else self._mamba_state(state),
-                                       restart)
+        m, mamba_state = self.backbone(self.backbone_input(self._zero_missing(w, obs_valid), a_prev),
+                                       None if fresh else self._mamba_state(state), restart)
         a_next = torch.cat([a_prev[:, 1:], torch.zeros_like(a_prev[:, :1])], dim=1)
         A, b, Q = self.transition(m, a_next)
         mean0, var0 = self.initial_belief()
         if fresh:
-            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, is_first=restart,
+            filtered = kalman_filter(A, b, Q, w, R, mean0, var0, mask=obs_valid, is_first=restart,
                                      backend=self._kalman_backend(w))
         else:
-            filtered = self._filter_from_state(state, a_prev[:, 0], A, b, Q, w, R, restart)
+            filtered = self._filter_from_state(state, a_prev[:, 0], A, b, Q, w, R, restart, obs_valid)
         beliefs = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "m": m}
         last = self._carry(beliefs["mean"][:, -1], beliefs["var"][:, -1], m[:, -1], mamba_state, restart[:, 0])
         return Inference(beliefs, last, filtered, A, b, Q, restart)
+
+    @staticmethod
+    def _zero_missing(w, obs_valid):
+        """w (..., Z) with zeros where obs_valid (...) is False: what the backbone reads."""
+        return w if obs_valid is None else w.masked_fill(~obs_valid.unsqueeze(-1), 0.0)
 
     def _mamba_state(self, state: Belief) -> MambaState | None:
         return None if self.mamba is None else MambaState(state["mamba_conv"], state["mamba_ssm"])
@@ -176,8 +188,9 @@ class KalMamba(KalmanWorldModel):
             carry.update(mamba_conv=mamba.conv, mamba_ssm=mamba.ssm)
         return carry
 
-    def _filter_from_state(self, state, first_action, A, b, Q, w, R, restart) -> FilterResult:
-        """Whole-sequence filter whose step 0 is predicted from `state` (module docstring), (B, T, Z) each."""
+    def _filter_from_state(self, state, first_action, A, b, Q, w, R, restart, obs_valid=None) -> FilterResult:
+        """Whole-sequence filter whose step 0 is predicted from `state` (module docstring), (B, T, Z)
+        each; obs_valid (B, T) or None as in `_infer`."""
         mean0, var0 = self.initial_belief()
         prior_mean, prior_var = kalman_predict(state["mean"], state["var"], *self.transition(state["m"], first_action))
 
@@ -185,10 +198,11 @@ class KalMamba(KalmanWorldModel):
             return torch.cat([first.unsqueeze(1), x], dim=1)
 
         observed = torch.ones_like(restart)
+        valid = observed if obs_valid is None else obs_valid
         filtered = kalman_filter(prepend(A, torch.zeros_like(prior_mean)), prepend(b, prior_mean),
                                  prepend(Q, prior_var), prepend(w, torch.zeros_like(prior_mean)),
                                  prepend(R, torch.ones_like(prior_var)), mean0, var0,
-                                 mask=prepend(observed, ~observed[:, 0]), is_first=prepend(restart, observed[:, 0]),
+                                 mask=prepend(valid, ~observed[:, 0]), is_first=prepend(restart, observed[:, 0]),
                                  backend=self._kalman_backend(w))
         return FilterResult(*(x[:, 1:] for x in filtered))
 

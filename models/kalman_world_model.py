@@ -14,6 +14,9 @@ the latent observation (w, R), the learned initial belief, the features and the 
     loss = mean_{b,t} [ -log p(o_t | z_t) - reward_scale log p(r_t | z_t) + max(c_t kl_t, free_nats) ]
            + subclass regularisers,
 
+(with obs_valid, the observation term is averaged over the valid steps only, VRKN's code; the
+filter skips the update of z_t where o_t is missing, the `mask` of `models.kalman`),
+
 with z_t drawn from the smoothed marginal N(mu^s_t, P^s_t) by reparameterisation in train mode (its
 mean in eval mode) and kl_t the tight-bound KL of `models.tight_elbo` (clipped per (b, t) after
 summing over Z, as VRKN's free nats); c_t = start_kl_weight at steps whose prior is the initial
@@ -48,7 +51,7 @@ from torch.nn import functional as F
 from models import networks
 from models.kalman import BACKENDS, FilterResult, kalman_smoother, triton_available
 from models.tight_elbo import tight_kl
-from models.world_model import Belief, WorldModel
+from models.world_model import Belief, WorldModel, obs_valid_kwargs
 
 
 def _logit(p: float) -> float:
@@ -235,28 +238,35 @@ class KalmanWorldModel(WorldModel, abc.ABC):
                 "var": var0.detach().expand(batch_size, -1).clone(),
                 "reset": torch.ones(batch_size, dtype=torch.bool, device=mean0.device)}
 
-    def observe(self, obs, prev_action, is_first, state: Belief | None = None):
-        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T) -> (beliefs (B, T, ...), last (B, ...))."""
-        self._check_inputs(obs, prev_action, is_first)
-        inference = self._infer(obs, prev_action, is_first, state)
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None, obs_valid=None):
+        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T), obs_valid (B, T) or None
+        -> (beliefs (B, T, ...), last (B, ...))."""
+        self._check_inputs(obs, prev_action, is_first, obs_valid)
+        inference = self._infer(obs, prev_action, is_first, state, **obs_valid_kwargs(obs_valid))
         return inference.beliefs, inference.last_state
 
-    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
-        """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...).
+    def step(self, obs, prev_action, is_first, state: Belief, obs_valid=None) -> Belief:
+        """obs (B, *obs_shape), prev_action (B, A), is_first (B,), obs_valid (B,) or None -> belief (B, ...).
 
         The belief restarts where is_first or where `state` says the next step restarts; the
-        previous action is zero there. The subclass's `_step` does one filter step on (w_t, R_t)."""
-        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
+        previous action is zero there. The subclass's `_step` does one filter step on (w_t, R_t),
+        with no update where obs_valid is False."""
+        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1),
+                           None if obs_valid is None else obs_valid.unsqueeze(1))
         restart = is_first | state.get("reset", torch.zeros_like(is_first))
         w, R = (x.squeeze(1) for x in self.latent_observation(obs.unsqueeze(1)))
         a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
-        return self._step(state, w, R, a_prev, restart)
+        return self._step(state, w, R, a_prev, restart, **obs_valid_kwargs(obs_valid))
 
     def features(self, belief: Belief) -> torch.Tensor:
         """The filtered mean (..., Z), or concat(mean, log var) (..., 2 Z): `belief_features`."""
         if self.belief_features == "mean":
             return belief["mean"]
         return torch.cat([belief["mean"], torch.log(belief["var"])], dim=-1)
+
+    def belief_distribution(self, belief: Belief):
+        """The filtered marginal N(mu+, P+): (mean, var), each (B, [T,] Z)."""
+        return belief["mean"], belief["var"]
 
     def reconstruct(self, belief: Belief) -> torch.Tensor:
         """decoder(filtered mean): (B, [T,] *obs_shape), in the decoder's preprocessed space."""
@@ -273,10 +283,11 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         return self.decoder(torch.stack(means, dim=1))
 
     def loss(self, batch: dict[str, torch.Tensor]):
-        """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
+        """batch: obs, prev_action, reward, is_first, optional obs_valid (see `models.world_model`)
+        -> (loss, metrics, beliefs)."""
         self._check_batch(batch)
-        obs, reward = batch["obs"], batch["reward"]
-        inference = self._infer(obs, batch["prev_action"], batch["is_first"], None)
+        obs, reward, obs_valid = batch["obs"], batch["reward"], batch.get("obs_valid")
+        inference = self._infer(obs, batch["prev_action"], batch["is_first"], None, **obs_valid_kwargs(obs_valid))
         smoothed = kalman_smoother(inference.filtered, inference.A, inference.b, inference.Q,
                                    backend=self._kalman_backend(inference.A))
         mean, var = smoothed.smoothed_mean, smoothed.smoothed_var
@@ -289,11 +300,13 @@ class KalmanWorldModel(WorldModel, abc.ABC):
         weighted_kl = torch.where(inference.restart, self.start_kl_weight * kl, kl)
         kl_loss = weighted_kl.clamp(min=self.free_nats).mean()
         extra_loss, metrics = self._regularisers(inference)
-        loss = kl_loss - obs_ll.mean() - self.reward_scale * reward_ll.mean() + extra_loss
+        obs_term = self.valid_mean(obs_ll, obs_valid)
+        loss = kl_loss - obs_term - self.reward_scale * reward_ll.mean() + extra_loss
+        elbo = (obs_ll + reward_ll - kl).mean() if obs_valid is None else obs_term + (reward_ll - kl).mean()
         metrics.update({
             "model/loss": loss.detach(),
-            "model/elbo": (obs_ll + reward_ll - kl).mean().detach(),
-            "model/obs_log_likelihood": obs_ll.mean().detach(),
+            "model/elbo": elbo.detach(),
+            "model/obs_log_likelihood": obs_term.detach(),
             "model/reward_log_likelihood": reward_ll.mean().detach(),
             "model/kl": kl.mean().detach(),
             "model/kl_loss": kl_loss.detach(),
@@ -306,12 +319,14 @@ class KalmanWorldModel(WorldModel, abc.ABC):
 
     # -- for subclasses ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
-        """Filter a checked sequence from `state` (None: `initial_state`); see `Inference`."""
+    def _infer(self, obs, prev_action, is_first, state: Belief | None, obs_valid=None) -> Inference:
+        """Filter a checked sequence from `state` (None: `initial_state`), skipping the update
+        where obs_valid (B, T) is False (None: all valid); see `Inference`."""
 
     @abc.abstractmethod
-    def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
-        """One filter step from `state`: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool."""
+    def _step(self, state: Belief, w, R, a_prev, restart, obs_valid=None) -> Belief:
+        """One filter step from `state`: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool;
+        no update where obs_valid (B,) is False (None: valid)."""
 
     @abc.abstractmethod
     def _prior_step(self, state: Belief, action) -> Belief:

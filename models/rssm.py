@@ -25,6 +25,12 @@ prediction continues from the carried (h_t, z_t) as `step` would, with h_{t+k} =
 f(z_{t+k-1}, a_{t+k-1})) and z_{t+k} = mu^p_{t+k}, the prior mean (no sampling: deterministic, and
 no random numbers drawn), decoding concat(h_{t+k}, mu^p_{t+k}).
 
+Missing observations (obs_valid False) follow VRKN's code for its RSSM baseline (pbecker93/vrkn
+ssm_mbrl/rssm/transition/r_rssm_tm.py `update_with_obs_valid`, objectives/autoencoding_vi_objective.py):
+the posterior reads a zero embedding there, plus the validity flag as one more input when built
+with `obs_valid_input` (their `build_with_obs_valid`), and the observation likelihood is averaged
+over the valid steps only. The prior, the KL and the reward term are unchanged.
+
 The model is inherently sequential: `observe` is a Python loop over the same single step `step`
 uses. In train mode z_t is sampled by reparameterisation. In eval mode (acting) z_t is sampled too
 when `sample_when_acting` (CoRAL drives the GRU with a sampled z when acting as in training), else
@@ -36,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models import networks
-from models.world_model import Belief, WorldModel
+from models.world_model import Belief, WorldModel, obs_valid_kwargs
 
 
 def gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
@@ -91,6 +97,8 @@ class RSSM(WorldModel):
         min_std: 0.1, lower bound of every standard deviation (CoRAL, Dreamer v1).
         sample_when_acting: True, the carried z is a posterior sample in eval mode too (CoRAL);
             False carries the posterior mean when acting.
+        obs_valid_input: False; True gives the posterior the validity flag (1 valid, 0 missing) as
+            one more input (VRKN's code for missing observations; gin/suites/missing_state.gin).
         learning_rate, grad_clip: the agent's model optimiser settings for this model (None keeps
             `WorldModel`'s); gin/models/rssm.gin binds CoRAL's 3e-4 and 10.
 
@@ -106,7 +114,7 @@ class RSSM(WorldModel):
                  deter_dim: int = 200, stoch_dim: int = 64, hidden_dim: int = 400, num_layers: int = 2,
                  free_nats: float = 1.0, kl_balance: float = 0.8, min_std: float = 0.1,
                  sample_when_acting: bool = True, learning_rate: float | None = None,
-                 grad_clip: float | None = None):
+                 grad_clip: float | None = None, obs_valid_input: bool = False):
         super().__init__()
         self.obs_shape = tuple(int(s) for s in obs_shape)
         if len(self.obs_shape) not in (1, 3):
@@ -122,6 +130,7 @@ class RSSM(WorldModel):
         self.action_dim, self.deter_dim, self.stoch_dim = int(action_dim), int(deter_dim), int(stoch_dim)
         self.free_nats, self.kl_balance = float(free_nats), float(kl_balance)
         self.sample_when_acting = bool(sample_when_acting)
+        self.obs_valid_input = bool(obs_valid_input)
         for name, value in [("learning_rate", learning_rate), ("grad_clip", grad_clip)]:
             if value is not None and not value > 0.0:
                 raise ValueError(f"RSSM needs {name} > 0, got {value}")
@@ -136,8 +145,8 @@ class RSSM(WorldModel):
                                              num_layers - 1, output_activation=nn.ELU)
         self.gru = nn.GRUCell(hidden_dim, self.deter_dim)
         self.prior_head = _GaussianHead(self.deter_dim, self.stoch_dim, hidden_dim, num_layers, min_std)
-        self.posterior_head = _GaussianHead(self.deter_dim + self.encoder.embed_dim, self.stoch_dim,
-                                            hidden_dim, num_layers, min_std)
+        self.posterior_head = _GaussianHead(self.deter_dim + self.encoder.embed_dim + self.obs_valid_input,
+                                            self.stoch_dim, hidden_dim, num_layers, min_std)
 
     def initial_state(self, batch_size: int) -> Belief:
         """Zeros for h and z (PlaNet / Dreamer), unit std: (B, ...)."""
@@ -147,8 +156,9 @@ class RSSM(WorldModel):
         return {"deter": deter, "stoch": zeros, "mean": zeros, "std": ones,
                 "prior_mean": zeros, "prior_std": ones}
 
-    def _filter_step(self, state: Belief, embed, prev_action, is_first) -> Belief:
-        """state (B, ...), embed (B, E), prev_action (B, A), is_first (B,) -> next belief (B, ...)."""
+    def _filter_step(self, state: Belief, embed, prev_action, is_first, obs_valid=None) -> Belief:
+        """state (B, ...), embed (B, E), prev_action (B, A), is_first (B,), obs_valid (B,) or None
+        -> next belief (B, ...)."""
         reset = is_first.bool().unsqueeze(-1)
         initial = self.initial_state(embed.shape[0])
         deter = torch.where(reset, initial["deter"], state["deter"])
@@ -157,27 +167,37 @@ class RSSM(WorldModel):
 
         deter = self.gru(self.transition_input(torch.cat([stoch, action], -1)), deter)
         prior_mean, prior_std = self.prior_head(deter)
-        mean, std = self.posterior_head(torch.cat([deter, embed.to(deter.dtype)], -1))
+        posterior_input = [deter, embed.to(deter.dtype)]
+        if obs_valid is not None:
+            posterior_input[1] = posterior_input[1].masked_fill(~obs_valid.unsqueeze(-1), 0.0)
+        if self.obs_valid_input:
+            valid = torch.ones_like(is_first) if obs_valid is None else obs_valid
+            posterior_input.append(valid.to(deter.dtype).unsqueeze(-1))
+        mean, std = self.posterior_head(torch.cat(posterior_input, -1))
         sample = self.training or self.sample_when_acting
         stoch = mean + std * torch.randn_like(std) if sample else mean
         return {"deter": deter, "stoch": stoch, "mean": mean, "std": std,
                 "prior_mean": prior_mean, "prior_std": prior_std}
 
-    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
-        """obs (B, *obs_shape), prev_action (B, A), is_first (B,) -> belief (B, ...)."""
-        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1))
+    def step(self, obs, prev_action, is_first, state: Belief, obs_valid=None) -> Belief:
+        """obs (B, *obs_shape), prev_action (B, A), is_first (B,), obs_valid (B,) or None -> belief (B, ...)."""
+        self._check_inputs(obs.unsqueeze(1), prev_action.unsqueeze(1), is_first.unsqueeze(1),
+                           None if obs_valid is None else obs_valid.unsqueeze(1))
         embed = self.encoder(obs.unsqueeze(1)).squeeze(1)
-        return self._filter_step(state, embed, prev_action, is_first)
+        return self._filter_step(state, embed, prev_action, is_first, obs_valid)
 
-    def observe(self, obs, prev_action, is_first, state: Belief | None = None) -> tuple[Belief, Belief]:
-        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T) -> (beliefs (B, T, ...), last (B, ...))."""
-        self._check_inputs(obs, prev_action, is_first)
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None,
+                obs_valid=None) -> tuple[Belief, Belief]:
+        """obs (B, T, *obs_shape), prev_action (B, T, A), is_first (B, T), obs_valid (B, T) or None
+        -> (beliefs (B, T, ...), last (B, ...))."""
+        self._check_inputs(obs, prev_action, is_first, obs_valid)
         batch_size, length = is_first.shape
         state = self.initial_state(batch_size) if state is None else state
         embed = self.encoder(obs)
         beliefs = []
         for t in range(length):
-            state = self._filter_step(state, embed[:, t], prev_action[:, t], is_first[:, t])
+            valid = None if obs_valid is None else obs_valid[:, t]
+            state = self._filter_step(state, embed[:, t], prev_action[:, t], is_first[:, t], valid)
             beliefs.append(state)
         stacked = {key: torch.stack([belief[key] for belief in beliefs], dim=1) for key in state}
         return stacked, state
@@ -185,6 +205,10 @@ class RSSM(WorldModel):
     def features(self, belief: Belief) -> torch.Tensor:
         """concat(deter, posterior mean): (..., deter_dim + stoch_dim)."""
         return torch.cat([belief["deter"], belief["mean"]], dim=-1)
+
+    def belief_distribution(self, belief: Belief):
+        """The posterior of the stochastic latent: (mean, std^2), each (B, [T,] stoch_dim)."""
+        return belief["mean"], belief["std"].square()
 
     def reconstruct(self, belief: Belief) -> torch.Tensor:
         """decoder(concat(deter, posterior mean)): (B, [T,] *obs_shape), preprocessed space."""
@@ -203,19 +227,22 @@ class RSSM(WorldModel):
         return self.decoder(torch.stack(latents, dim=1))
 
     def loss(self, batch: dict[str, torch.Tensor]):
-        """batch: obs, prev_action, reward, is_first (see `models.world_model`) -> (loss, metrics, beliefs)."""
+        """batch: obs, prev_action, reward, is_first, optional obs_valid (see `models.world_model`)
+        -> (loss, metrics, beliefs)."""
         self._check_batch(batch)
-        beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"])
+        obs_valid = batch.get("obs_valid")
+        beliefs, _ = self.observe(batch["obs"], batch["prev_action"], batch["is_first"], **obs_valid_kwargs(obs_valid))
         # Decoders see the carried z (a sample in training), as in the ELBO's expectation over q.
         latent = torch.cat([beliefs["deter"], beliefs["stoch"]], dim=-1)
         obs_ll = self.decoder.log_likelihood(latent, batch["obs"])
         reward_ll = self.reward_head.log_likelihood(latent, batch["reward"])
         kl_loss, kl = balanced_kl_loss(beliefs["mean"], beliefs["std"], beliefs["prior_mean"],
                                        beliefs["prior_std"], self.free_nats, self.kl_balance)
-        loss = kl_loss - obs_ll.mean() - reward_ll.mean()
+        obs_term = self.valid_mean(obs_ll, obs_valid)
+        loss = kl_loss - obs_term - reward_ll.mean()
         metrics = {
             "model/loss": loss.detach(),
-            "model/obs_log_likelihood": obs_ll.mean().detach(),
+            "model/obs_log_likelihood": obs_term.detach(),
             "model/reward_log_likelihood": reward_ll.mean().detach(),
             "model/kl": kl.mean(),
             "model/kl_loss": kl_loss.detach(),

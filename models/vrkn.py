@@ -9,9 +9,10 @@ a_{t-1} = prev_action[:, t] (zero where the belief restarts):
     (A_{t-1}, b_{t-1}, Q_{t-1}) = (sigmoid in [0.1, 0.99], raw, sigmoid in [0.001, 0.1])
 
 then one Kalman predict + update with H = I (`models.kalman.kalman_step`):
-m-_t = A mu+_{t-1} + b,  P-_t = A^2 P+_{t-1} + Q,  then conditioning on (w_t, R_t). The update uses
-the standard form P+ = P- R / (P- + R), algebraically equal to VRKN's Joseph form and a product of
-positive terms. Because A, b, Q depend on the filtered mean, filtering is inherently sequential:
+m-_t = A mu+_{t-1} + b,  P-_t = A^2 P+_{t-1} + Q,  then conditioning on (w_t, R_t), skipped where
+the observation is missing (obs_valid False: mu+_t = m-_t, P+_t = P-_t, VRKN's `update_if_valid`).
+The update uses the standard form P+ = P- R / (P- + R), algebraically equal to VRKN's Joseph form
+and a product of positive terms. Because A, b, Q depend on the filtered mean, filtering is inherently sequential:
 `observe` is a loop over the same single step `step` uses (the encoder still runs on the whole
 sequence at once). The smoother and the tight ELBO come from the base class; the smoother is the
 RTS smoother over the whole window (`kalman_backend`), exact and free of any dependency on the
@@ -61,17 +62,19 @@ class VRKN(KalmanWorldModel):
         self.transition = GRUTransition(self.latent_dim, self.action_dim, self.hidden_dim, self.dropout,
                                         self.transition_activation)
 
-    def _step(self, state: Belief, w, R, a_prev, restart) -> Belief:
-        return self._filter_step(state, w, R, a_prev, restart)[0]
+    def _step(self, state: Belief, w, R, a_prev, restart, obs_valid=None) -> Belief:
+        return self._filter_step(state, w, R, a_prev, restart, obs_valid)[0]
 
-    def _filter_step(self, state: Belief, w, R, a_prev, restart):
-        """One predict + update: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool.
+    def _filter_step(self, state: Belief, w, R, a_prev, restart, obs_valid=None):
+        """One predict + update: w, R (B, Z), a_prev (B, A) zero where restart (B,) bool; no update
+        where obs_valid (B,) is False (None: valid).
 
         Returns (belief (B, ...), FilterResult of (B, Z), (A, b, Q) into this step, each (B, Z)).
         """
         A, b, Q = self.transition(state["mean"], a_prev)
         mean0, var0 = self.initial_belief()
-        filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, is_first=restart, mean0=mean0, var0=var0)
+        filtered = kalman_step(state["mean"], state["var"], A, b, Q, w, R, mask=obs_valid, is_first=restart,
+                               mean0=mean0, var0=var0)
         belief = {"mean": filtered.filtered_mean, "var": filtered.filtered_var, "reset": torch.zeros_like(restart)}
         return belief, filtered, (A, b, Q)
 
@@ -82,14 +85,15 @@ class VRKN(KalmanWorldModel):
         mean, var = kalman_predict(state["mean"], state["var"], *self.transition(state["mean"], action))
         return {"mean": mean, "var": var, "reset": torch.zeros_like(state["reset"])}
 
-    def _infer(self, obs, prev_action, is_first, state: Belief | None) -> Inference:
+    def _infer(self, obs, prev_action, is_first, state: Belief | None, obs_valid=None) -> Inference:
         restart = self._restarts(is_first, state)
         state = self.initial_state(is_first.shape[0]) if state is None else state
         w, R = self.latent_observation(obs)
         a_prev = prev_action.to(w.dtype).masked_fill(restart.unsqueeze(-1), 0.0)
         steps, transitions = [], []
         for t in range(is_first.shape[1]):
-            state, filtered, transition = self._filter_step(state, w[:, t], R[:, t], a_prev[:, t], restart[:, t])
+            valid = None if obs_valid is None else obs_valid[:, t]
+            state, filtered, transition = self._filter_step(state, w[:, t], R[:, t], a_prev[:, t], restart[:, t], valid)
             steps.append(filtered)
             transitions.append(transition)
         filtered = FilterResult(*(torch.stack(column, dim=1) for column in zip(*steps)))

@@ -7,6 +7,8 @@ Data conventions (batch-first; a batch is what `agents.replay.ReplayBuffer.sampl
     reward       (B, T)              reward received on arriving at obs[:, t]; zero where is_first
     is_first     (B, T) bool         obs[:, t] starts an episode: the belief restarts from the prior
     is_terminal  (B, T) bool         obs[:, t] is terminal (never true in DeepMind Control)
+    obs_valid    (B, T) bool         optional: False where obs[:, t] was withheld (the missing_state
+                                     suite; the observation is zeros there). Absent or None: all valid.
 
 A *belief* is a dict of tensors: (B, T, ...) per time step from `observe`, (B, ...) from `step` and
 `initial_state`. It holds everything the model needs to continue filtering (for example the Kalman
@@ -15,18 +17,24 @@ filtered information: nothing from observations after time t.
 
 Contract:
     initial_state(batch_size) -> belief before the first observation, (B, ...).
-    observe(obs, prev_action, is_first, state=None) -> (beliefs (B, T, ...), last_state (B, ...))
+    observe(obs, prev_action, is_first, state=None, obs_valid=None) -> (beliefs (B, T, ...), last_state (B, ...))
         Filtered beliefs for a whole sequence, time-parallel where the model allows. `state`
         continues from an earlier chunk; None means `initial_state`.
-    step(obs, prev_action, is_first, state) -> state
+    step(obs, prev_action, is_first, state, obs_valid=None) -> state
         One environment step in O(1) time and memory: obs (B, *obs_shape), prev_action (B, A),
-        is_first (B,). `observe` over T steps equals T successive `step`s (eval mode). Both
-        methods take the data first and the state to continue from last.
+        is_first (B,), obs_valid (B,) or None. `observe` over T steps equals T successive `step`s
+        (eval mode). Both methods take the data first and the state to continue from last.
+        Where obs_valid is False the observation carries no information: the Kalman models skip
+        the update (their filter's `mask`), RSSM reads a zero embedding (and a validity input when
+        built with `obs_valid_input`), Identity sees zeros (and the flag with `obs_valid_feature`).
+        The agent passes obs_valid only when the environment gives one, so a model written
+        before it existed keeps working on the fully observed suites.
     features(belief) -> (..., feature_dim) tensor the actor and critic see.
     loss(batch) -> (loss, metrics, beliefs)
         Scalar training loss (negative ELBO and regularisers), a dict of scalar tensors with keys
         namespaced `model/...`, and the filtered beliefs of `observe` computed on the way (the agent
-        detaches them before SAC uses them).
+        detaches them before SAC uses them). With batch["obs_valid"], the observation likelihood
+        counts valid steps only (mean over them), as in VRKN's code for both VRKN and RSSM.
     reconstruct(belief) -> obs mean (B, [T,] *obs_shape), or None
         The decoder's mean observation for the filtered belief, in the decoders' preprocessed space
         (`models.networks.preprocess_obs`: images in [-0.5, 0.5]; `networks.image_to_uint8` inverts).
@@ -37,6 +45,11 @@ Contract:
         so calling them while acting changes no episode. Models without an observation model
         (the base class's default, e.g. `Identity`) return None: the eval videos then show the
         frame alone.
+
+    belief_distribution(belief) -> (mean, var), each (B, [T,] Z), or None
+        The Gaussian marginal of the filtered latent, for models whose belief is one (the Kalman
+        models' filtered mean / variance, RSSM's posterior); None otherwise (the base class's).
+        The evaluation's belief probes read it (harness/belief_metrics.py).
 
 Every model declares `name`, `obs_shape`, `action_dim` and `feature_dim`, and may override the
 optimiser settings the agent uses for it (`learning_rate`, `grad_clip`: the values its authors
@@ -51,6 +64,12 @@ import torch
 from torch import nn
 
 Belief = dict[str, torch.Tensor]
+
+
+def obs_valid_kwargs(obs_valid) -> dict:
+    """{"obs_valid": obs_valid}, or {} for None: callers pass the flag on only when there is one, so
+    a method written (or overridden) before obs_valid existed keeps working on fully observed data."""
+    return {} if obs_valid is None else {"obs_valid": obs_valid}
 
 
 class WorldModel(nn.Module, abc.ABC):
@@ -72,11 +91,12 @@ class WorldModel(nn.Module, abc.ABC):
         ...
 
     @abc.abstractmethod
-    def observe(self, obs, prev_action, is_first, state: Belief | None = None) -> tuple[Belief, Belief]:
+    def observe(self, obs, prev_action, is_first, state: Belief | None = None,
+                obs_valid=None) -> tuple[Belief, Belief]:
         ...
 
     @abc.abstractmethod
-    def step(self, obs, prev_action, is_first, state: Belief) -> Belief:
+    def step(self, obs, prev_action, is_first, state: Belief, obs_valid=None) -> Belief:
         ...
 
     @abc.abstractmethod
@@ -95,6 +115,10 @@ class WorldModel(nn.Module, abc.ABC):
         """state (B, ...), actions (B, K, A) -> open-loop decoder means (B, K, *obs_shape), or None."""
         return None
 
+    def belief_distribution(self, belief: Belief) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, var) of a Gaussian belief's latent (module docstring), or None."""
+        return None
+
     @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
@@ -108,7 +132,7 @@ class WorldModel(nn.Module, abc.ABC):
         missing = {"obs", "prev_action", "reward", "is_first"} - set(batch)
         if missing:
             raise ValueError(f"{type(self).__name__}.loss needs batch keys {sorted(missing)}")
-        self._check_inputs(batch["obs"], batch["prev_action"], batch["is_first"])
+        self._check_inputs(batch["obs"], batch["prev_action"], batch["is_first"], batch.get("obs_valid"))
 
     def _check_open_loop(self, state: Belief, actions) -> None:
         """One clear error for `predict` inputs: actions (B, K, A) with K >= 1, a state after a step."""
@@ -119,7 +143,7 @@ class WorldModel(nn.Module, abc.ABC):
         if "reset" in state and bool(state["reset"].any()):
             raise ValueError("predict needs a filtered belief returned by step/observe, not an initial state")
 
-    def _check_inputs(self, obs, prev_action, is_first) -> None:
+    def _check_inputs(self, obs, prev_action, is_first, obs_valid=None) -> None:
         """One clear error for sequences that do not match the model (shapes as in `observe`)."""
         if not torch.is_tensor(is_first) or is_first.dim() != 2 or is_first.dtype != torch.bool:
             got = f"{is_first.dtype} {tuple(is_first.shape)}" if torch.is_tensor(is_first) else type(is_first).__name__
@@ -133,3 +157,16 @@ class WorldModel(nn.Module, abc.ABC):
         if tuple(prev_action.shape) != batch_time + (self.action_dim,):
             raise ValueError(f"prev_action must have shape {batch_time + (self.action_dim,)} (B, T, A), "
                              f"got {tuple(prev_action.shape)}")
+        if obs_valid is not None and (not torch.is_tensor(obs_valid) or obs_valid.dtype != torch.bool
+                                      or tuple(obs_valid.shape) != batch_time):
+            got = f"{obs_valid.dtype} {tuple(obs_valid.shape)}" if torch.is_tensor(obs_valid) else type(obs_valid).__name__
+            raise ValueError(f"obs_valid must be a bool tensor of shape {batch_time} (B, T) or None, got {got}")
+
+    @staticmethod
+    def valid_mean(values, obs_valid):
+        """values (B, T) -> their mean over all steps (obs_valid None) or over the valid ones
+        (VRKN's code: sum over valid steps / their count; 0 when none is valid)."""
+        if obs_valid is None:
+            return values.mean()
+        weight = obs_valid.to(values.dtype)
+        return (values * weight).sum() / weight.sum().clamp(min=1.0)

@@ -23,9 +23,12 @@ FRAGMENTS = sorted(p.relative_to(config.REPO_ROOT).as_posix() for p in GIN_DIR.r
                    if p.parent != GIN_DIR or p.name == "base.gin")
 ALL_FILES = sorted(p.relative_to(config.REPO_ROOT).as_posix() for p in GIN_DIR.rglob("*.gin"))
 MODEL_EXPERIMENTS = [f"gin/{model}_{suite}.gin" for model in ("kalmamba", "rssm", "vrkn")
-                     for suite in ("noisy", "image")]
+                     for suite in ("noisy", "image", "missing_state", "occluded_image")]
+# SAC's Identity takes vector observations only: it has no image-suite experiments.
+SAC_EXPERIMENTS = ["gin/sac_noisy.gin", "gin/sac_missing_state.gin"]
 # Shapes of the suites' cartpole observations, without building an environment.
-OBS_SHAPE = {"noisy_state": (5,), "image": (3, 64, 64)}
+OBS_SHAPE = {"noisy_state": (5,), "missing_state": (5,), "image": (3, 64, 64), "occluded_image": (3, 64, 64)}
+IMAGE_SUITES = ("image", "occluded_image")
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +37,8 @@ def _clear_gin():
     gin.clear_config()
 
 
-def test_the_six_model_experiments_are_shipped():
-    assert set(MODEL_EXPERIMENTS) <= set(EXPERIMENT_FILES)
+def test_the_model_experiments_are_shipped():
+    assert set(MODEL_EXPERIMENTS + SAC_EXPERIMENTS) <= set(EXPERIMENT_FILES)
     assert "gin/quick.gin" in OVERLAYS
 
 
@@ -69,13 +72,16 @@ def test_experiment_builds_the_bound_world_model_with_the_suite_networks(path):
     assert isinstance(model, WorldModel)
     assert model.name == experiment.method  # the run is labelled by what was built
     if hasattr(model, "encoder"):  # models that learn a representation use the suite's networks
-        expected_encoder = "ImageEncoder" if experiment.suite == "image" else "StateEncoder"
+        expected_encoder = "ImageEncoder" if experiment.suite in IMAGE_SUITES else "StateEncoder"
         assert type(model.encoder).__name__ == expected_encoder
     agent = experiment.agent(world_model=model, action_dim=1)
     state = agent.initial_state(1)
-    obs = torch.zeros(1, *obs_shape, dtype=torch.uint8 if experiment.suite == "image" else torch.float32)
+    obs = torch.zeros(1, *obs_shape, dtype=torch.uint8 if experiment.suite in IMAGE_SUITES else torch.float32)
     action, _ = agent.act(state, obs.numpy(), torch.zeros(1, 1).numpy(), [True])
     assert action.shape == (1, 1)
+    if experiment.suite == "missing_state":  # the flag reaches the model as it acts
+        _, state = agent.act(state, obs.numpy(), action, [False], obs_valid=[False])
+        assert torch.isfinite(model.features(state)).all()
 
 
 @pytest.mark.parametrize("model", ["kalmamba", "vrkn", "rssm"])

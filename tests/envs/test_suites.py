@@ -52,7 +52,7 @@ def test_unknown_task_lists_valid_ones(bad):
 
 @pytest.mark.parametrize("bad", ["images", "state", "", None])
 def test_unknown_suite_lists_valid_ones(bad):
-    with pytest.raises(ValueError, match=r"unknown suite .*valid suites: image, noisy_state"):
+    with pytest.raises(ValueError, match=r"unknown suite .*valid suites: image, noisy_state, missing_state, occluded_image"):
         envs.make_env(bad, "cartpole_swingup", seed=0)
 
 
