@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from harness import aggregate_tables, costs, score_metrics
+from harness import aggregate_tables, belief_aggregate, costs, score_metrics
 from harness import records as records_lib
 from harness.cli import CliParser, open_unit_interval, positive_int
 
@@ -224,7 +224,8 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
     Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
-    suite, context_length and `conditions`: each row's identity fields), `wall_clock`, `resources`
+    suite, context_length, `conditions`: each row's identity fields, and `belief` where runs recorded
+    belief metrics, harness.belief_aggregate), `wall_clock`, `resources`
     (GPU hours, machines and the records' latest update, harness.costs), `excluded` (every run left
     out, with its reason) and `warnings`; with `planned` (harness.coverage.planned_runs) `coverage`,
     with `claims` (harness.claims.load_claims) each claim's measurement and verdict.
@@ -257,8 +258,9 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         result = aggregate_group(tasks, selected, reps, seed, confidence, taus)
         conditions = row_conditions([r for rs in selected.values() for runs in rs.values() for r in runs],
                                     group_labels)
+        belief = belief_aggregate.aggregate_belief(tasks, selected, reps, seed, confidence)
         groups.append({"experiment": experiment, "suite": suite, "dataset_kind": kind or None, "context_length": ctx,
-                       "conditions": conditions, **result})
+                       "conditions": conditions, **result, **({"belief": belief} if belief else {})})
         included += [r for m in selected.values() for rs in m.values() for r in rs]
         labels.update(group_labels)
     if not groups and not allow_empty:

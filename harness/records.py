@@ -39,6 +39,8 @@ class RunRecord:
     train_loop_env_steps_per_s: median of the train lines' `interval_env_steps_per_s` (the training
       loop's speed between two train lines, evaluation excluded), None where not recorded.
     gpu_seconds: run.json's `gpu_seconds` (None where not recorded).
+    belief: the final eval line's finite scalar `belief/*` entries (lists such as `*_r2_dims` and
+      missing or non-finite keys left out; {} for runs without belief metrics).
     dataset_kind: offline runs: the kind of dataset trained on (harness.datasets); None online.
     provenance: run.json's git_commit, versions, device and bindings (None where not recorded).
     """
@@ -63,6 +65,7 @@ class RunRecord:
     provenance: dict = dataclasses.field(default_factory=dict)
     train_loop_env_steps_per_s: float | None = None
     gpu_seconds: float | None = None
+    belief: dict = dataclasses.field(default_factory=dict)
 
     @property
     def final_return(self) -> float:
@@ -133,7 +136,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
     if status == rundir.RUNNING:
         progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
         return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
-    evals, (speeds, loop_speeds), problem = _read_metrics(run_dir / METRICS_FILE)
+    evals, (speeds, loop_speeds), belief, problem = _read_metrics(run_dir / METRICS_FILE)
     if problem:
         return Exclusion(display, "invalid", problem, **who)
     if not evals:
@@ -152,7 +155,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
         dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None,
         provenance={key: info.get(key) for key in PROVENANCE_FIELDS},
         train_loop_env_steps_per_s=float(np.median(loop_speeds)) if loop_speeds else None,
-        gpu_seconds=_number(info.get("gpu_seconds")))
+        gpu_seconds=_number(info.get("gpu_seconds")), belief=belief)
 
 
 def run_infos(root):
@@ -181,16 +184,16 @@ def _read_info(path):
 
 
 def _read_metrics(path):
-    """([(env_step, return_mean)], ([env_steps_per_s], [interval_env_steps_per_s]), None) or
-    (.., .., reason)."""
+    """([(env_step, return_mean)], ([env_steps_per_s], [interval_env_steps_per_s]), {the last eval
+    line's scalar belief/* key: value}, None) or (.., .., .., reason)."""
     nothing = ([], [])
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
-        return [], nothing, f"{METRICS_FILE} missing"
+        return [], nothing, {}, f"{METRICS_FILE} missing"
     except (OSError, UnicodeDecodeError) as error:
-        return [], nothing, f"{METRICS_FILE} unreadable: {_short(error)}"
-    evals, speeds, loop_speeds = [], [], []
+        return [], nothing, {}, f"{METRICS_FILE} unreadable: {_short(error)}"
+    evals, speeds, loop_speeds, belief = [], [], [], {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -198,22 +201,24 @@ def _read_metrics(path):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            return [], nothing, f"{where}: corrupt JSON ({_short(error)})"
+            return [], nothing, {}, f"{where}: corrupt JSON ({_short(error)})"
         if not isinstance(entry, dict):
-            return [], nothing, f"{where}: not a JSON object"
+            return [], nothing, {}, f"{where}: not a JSON object"
         if entry.get("kind") == "eval":
             step, ret = entry.get("env_step"), _number(entry.get("return_mean"))
             if not isinstance(step, int) or isinstance(step, bool) or ret is None:
-                return [], nothing, f"{where}: eval line needs an integer env_step and a finite return_mean"
+                return [], nothing, {}, f"{where}: eval line needs an integer env_step and a finite return_mean"
             if evals and step <= evals[-1][0]:
-                return [], nothing, f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
+                return [], nothing, {}, f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
             evals.append((step, ret))
+            belief = {key: _number(value) for key, value in entry.items()
+                      if key.startswith("belief/") and _number(value) is not None}
         elif entry.get("kind") == "train":
             for key, kept in (("env_steps_per_s", speeds), ("interval_env_steps_per_s", loop_speeds)):
                 speed = _number(entry.get(key))
                 if speed is not None and speed > 0:
                     kept.append(speed)
-    return evals, (speeds, loop_speeds), None
+    return evals, (speeds, loop_speeds), belief, None
 
 
 def _walk(root):

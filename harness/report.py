@@ -13,7 +13,8 @@ Aggregates RESULTS_DIR (see harness.aggregate; its JSON and CSV tables are writt
 
 With --sweep, first the runs the sweep files plan, counted by state; with --claims, the claims file's
 verdicts (harness/claims.py). Per (experiment, suite, context length) group: the leaderboard, the
-probability-of-improvement matrix, what each row ran, final return per task (a cell with fewer than
+probability-of-improvement matrix, where runs recorded belief metrics a belief-quality table
+(harness/belief_aggregate.py), what each row ran, final return per task (a cell with fewer than
 3 seeds (MIN_SEEDS) is marked, with a warning: its intervals are not meaningful), provenance per
 method (commit, package versions, device, bindings, a config.gin), every run with a link to its
 directory, and the figures of harness/report_figures.py. Methods appear in one order everywhere,
@@ -30,7 +31,7 @@ import string
 import sys
 
 from harness import aggregate as aggregate_lib
-from harness import aggregate_tables, report_tables
+from harness import aggregate_tables, belief_aggregate, report_tables
 from harness.report_figures import method_order, render_figures, section_label
 
 MIN_SEEDS = 3  # fewer runs per task than this: bootstrap intervals say little
@@ -141,6 +142,10 @@ def page_blocks(result, figures, href, full=True):
         blocks += [("h2", f"{label} ({len(g['tasks'])} tasks)"), ("warnings", few_seed_warnings(g)),
                    ("table", ("Method", *result["metric_names"], "Runs/task"),
                     [(m, *cells, str(n)) for m, cells, n in leaderboard_rows(g, result["metric_names"])], None)]
+        if g.get("belief"):
+            blocks += [("p", "Belief quality, IQM over runs and tasks of the final evaluation's belief metrics [CI]:"),
+                       ("table", *belief_aggregate.belief_rows(g, method_order(g)), None),
+                       ("p", belief_aggregate.NOTE)]
         if len(g["methods"]) > 1:
             blocks += [("p", "Probability of improvement, P(row > column) on a random task [CI]:"),
                        ("table", *report_tables.improvement_matrix(g), None)]
