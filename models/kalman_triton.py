@@ -308,7 +308,7 @@ class _Filter(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
         A, y, R, mask, first, *outputs = ctx.saved_tensors
-        dtype, (B, T, D) = outputs[0].dtype, y.shape
+        dtype, (B, _, D) = outputs[0].dtype, y.shape
         dA, db, dQ, dy, dR = (torch.empty(y.shape, dtype=dtype, device=y.device) for _ in range(5))
         dmean0, dvar0 = (torch.empty(B, D, dtype=dtype, device=y.device) for _ in range(2))
         _launch(_filter_bwd, y.shape, dtype, *_with_strides(A, y, R, mask, first), *outputs,

@@ -1,7 +1,6 @@
 """The paper's ablations as gin overlays: each file under gin/ablations/ is one world-model binding
 plus `Experiment.variant = '<file name>'`, so a sweep runs it as its own leaderboard row; and the
 authors' protocol choices the model gin files bind reach the built models."""
-import pathlib
 import re
 
 import gin

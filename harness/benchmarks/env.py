@@ -8,7 +8,6 @@ are given per second of that core's time (process CPU time) and per second of wa
 two agree on an idle machine, and the CPU-time rate is the one that stays meaningful when other
 processes share the core. Each rate is the best of `--repeats` runs. Prints a Markdown table.
 """
-import argparse
 import datetime
 from importlib import metadata
 import os

@@ -7,7 +7,6 @@ tests, the smoke run, the model benchmark, a sweep and the leaderboard.
 """
 import hashlib
 import json
-import pathlib
 import re
 import shutil
 import subprocess
