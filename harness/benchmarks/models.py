@@ -56,7 +56,9 @@ def main(argv=None):
     print(f"date: {datetime.date.today().isoformat()}; torch {torch.__version__}; "
           f"mamba_ssm kernel: {'yes' if mamba_ssm_available() else 'no'}; task {args.task}; "
           f"gin overlays: {' '.join(args.overlay) or 'none'}")
+    from harness.run import configure_tf32
     for device in devices:
+        configure_tf32(device, not args.no_tf32)  # as a run does
         for suite in suites:
             _table(args, [c for c in columns if c.suite == suite], shapes[suite], torch.device(device))
     return 0
@@ -87,6 +89,8 @@ def _parse(argv):
                         help="time only the world-model update (loss, backward, clip, Adam step)")
     parser.add_argument("--compile", nargs="+", choices=["none", "graph"], default=None,
                         help="LatentSAC.compile modes, a column each (default: none graph on CUDA, none on CPU)")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="full float32 matmuls on CUDA (runs use TF32 unless `harness.run --no-tf32`)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -224,6 +228,8 @@ def _table(args, columns, shapes, device):
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     obs_shape, _, action_dim = shapes
     what = "world-model update only" if args.model_only else "world-model + SAC update"
+    if device.type == "cuda":
+        threads = f", TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}"
     print(f"\n### {name} ({device.type}{threads}); suite {columns[0].suite}, obs {obs_shape}, A={action_dim}; "
           f"batch {args.batch}; ms per {what} (median of {args.repeats} after {args.warmup} warm-up)\n")
     results = _measure(args, columns, shapes, device)
