@@ -99,7 +99,7 @@ def gpu_fraction(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}") from None
-    if not (0 < value <= 1 or value > 1 and value == int(value) and value != float("inf")):
+    if not (0 < value <= 1 or 1 < value < float("inf") and value == int(value)):
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}")
     return value
 
