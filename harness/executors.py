@@ -28,9 +28,10 @@ class Job:
     """One command to run. log_path receives its stdout and stderr (appended). env holds only the
     variables to set on top of the environment of the process that starts the command, so that a
     Ray worker's own settings (CUDA_VISIBLE_DEVICES for its reserved GPUs) reach the run.
-    lock_path: a file the command locks (flock) while it runs, or None; the command starts only
-    once that lock is free (or lock_wait_s passed), so a retry does not collide with the previous
-    attempt's process, still saving after its worker died."""
+    lock_path: a file the command locks (flock) while it runs, or None; on Ray the command starts
+    only once that lock is free (or lock_wait_s passed), so a retry does not collide with the
+    previous attempt's process, still saving after its worker died. (Locally an attempt has ended
+    when the executor reports it.)"""
     key: str
     command: tuple
     log_path: str
@@ -128,7 +129,6 @@ def wait_for_lock(path, timeout_s: float) -> bool:
 def start_process(job: Job) -> subprocess.Popen:
     """Start `job` in a new session (its own process group), output appended to its log."""
     os.makedirs(os.path.dirname(job.log_path) or ".", exist_ok=True)
-    wait_for_lock(job.lock_path, job.lock_wait_s)  # on timeout the command reports the held lock itself
     with open(job.log_path, "ab") as log:
         return subprocess.Popen(list(job.command), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **job.env}, cwd=job.cwd,
@@ -249,6 +249,9 @@ def _run_job_in_ray(job: Job, grace_s: float) -> int:
     """Body of the Ray task: run the job's command where Ray placed it; on cancellation stop it
     before re-raising."""
     import ray
+    # A retry may land while the lost attempt's process (its worker dead) is still saving; on
+    # timeout the command itself reports the held lock.
+    wait_for_lock(job.lock_path, job.lock_wait_s)
     process = start_process(dataclasses.replace(job, env={**job.env, **ray_placement(ray)}))
     try:
         return process.wait()

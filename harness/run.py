@@ -192,7 +192,8 @@ def start(plan, args):
     import gin
     import torch
     run_dir, runner = plan.run_dir, plan.runner
-    spent = {key: (plan.info or {}).get(key) for key in ("gpu_seconds", "machines", "placements")}  # kept over --overwrite
+    # kept over --overwrite
+    spent = {key: (plan.info or {}).get(key) for key in ("gpu_seconds", "machines", "placements")}
     if args.overwrite and run_dir.is_run():
         run_dir.remove_run_files()
         plan.info = None

@@ -264,3 +264,15 @@ def _checkpointed(run_dir):
     except (OSError, ValueError):
         return False
     return (info.get("checkpoint_env_step") or 0) >= 1000 and info.get("status") == "running"
+
+
+def test_wait_for_lock_waits_for_the_holder_then_gives_up_at_the_timeout(tmp_path):
+    import fcntl
+    path = tmp_path / ".lock"
+    assert executors.wait_for_lock(str(path), timeout_s=0.1)  # no lock file: nothing to wait for
+    with open(path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        began = time.monotonic()
+        assert not executors.wait_for_lock(str(path), timeout_s=0.5)
+        assert time.monotonic() - began >= 0.5
+    assert executors.wait_for_lock(str(path), timeout_s=0.1)  # released with its holder
