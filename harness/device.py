@@ -3,6 +3,11 @@
     parser.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     device = resolve_device(args.device)    # raises ConfigError when CUDA (or GPU N) is missing
     machine_info(device)                    # what run.json records as `machine`
+    placement_info()                        # what run.json records as `placement`
+
+A scheduler that places runs (harness.executors' Ray executor) describes the place in environment
+variables the run inherits: SSM_BENCH_NODE (the node's id), SSM_BENCH_NODE_IP and SSM_BENCH_GPUS (the
+GPU ids it reserved, comma-separated; empty: none). The run records them without knowing who set them.
 """
 import argparse
 import os
@@ -10,6 +15,8 @@ import platform
 import re
 
 from harness.config import ConfigError
+
+PLACEMENT_NODE, PLACEMENT_NODE_IP, PLACEMENT_GPUS = "SSM_BENCH_NODE", "SSM_BENCH_NODE_IP", "SSM_BENCH_GPUS"
 
 DEVICE_HELP = ("auto (CUDA if available, else CPU), cpu, cuda or cuda:N (GPU N of those "
                "CUDA_VISIBLE_DEVICES shows; default: auto)")
@@ -56,3 +63,13 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or None
+
+
+def placement_info(environ=None) -> dict:
+    """Where a scheduler placed this process (module docstring): node id, node IP, the GPU ids it
+    reserved (None when no scheduler said, [] when it reserved none) and CUDA_VISIBLE_DEVICES."""
+    environ = os.environ if environ is None else environ
+    gpus = environ.get(PLACEMENT_GPUS)
+    return {"node": environ.get(PLACEMENT_NODE) or None, "node_ip": environ.get(PLACEMENT_NODE_IP) or None,
+            "gpus": None if gpus is None else [g for g in gpus.split(",") if g],
+            "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES")}

@@ -15,6 +15,7 @@ job also receives SIGTERM when the process that started it dies (even by SIGKILL
 import abc
 import ctypes
 import dataclasses
+import fcntl
 import os
 import signal
 import subprocess
@@ -26,12 +27,18 @@ import time
 class Job:
     """One command to run. log_path receives its stdout and stderr (appended). env holds only the
     variables to set on top of the environment of the process that starts the command, so that a
-    Ray worker's own settings (CUDA_VISIBLE_DEVICES for its reserved GPUs) reach the run."""
+    Ray worker's own settings (CUDA_VISIBLE_DEVICES for its reserved GPUs) reach the run.
+    lock_path: a file the command locks (flock) while it runs, or None; on Ray the command starts
+    only once that lock is free (or lock_wait_s passed), so a retry does not collide with the
+    previous attempt's process, still saving after its worker died. (Locally an attempt has ended
+    when the executor reports it.)"""
     key: str
     command: tuple
     log_path: str
     env: dict
     cwd: str
+    lock_path: str | None = None
+    lock_wait_s: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +107,23 @@ def _parent_death_signal():
 
 PR_SET_PDEATHSIG = 1
 _DIE_WITH_PARENT = _parent_death_signal()
+
+
+def wait_for_lock(path, timeout_s: float) -> bool:
+    """Wait until no process holds the flock on `path` (True), or timeout_s passed (False)."""
+    if not path or not os.path.exists(path):
+        return True
+    deadline = time.monotonic() + timeout_s
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.2)
 
 
 def start_process(job: Job) -> subprocess.Popen:
@@ -211,9 +235,24 @@ class LocalExecutor(Executor):
         self._processes.clear()
 
 
+def ray_placement(ray) -> dict:
+    """The environment variables that tell a run where the Ray task running it was placed
+    (harness.device.placement_info reads them). Ray itself sets CUDA_VISIBLE_DEVICES of the worker
+    to the GPUs it reserved; the run inherits that."""
+    from harness.device import PLACEMENT_GPUS, PLACEMENT_NODE, PLACEMENT_NODE_IP
+    return {PLACEMENT_NODE: ray.get_runtime_context().get_node_id(),
+            PLACEMENT_NODE_IP: ray.util.get_node_ip_address(),
+            PLACEMENT_GPUS: ",".join(str(gpu) for gpu in ray.get_gpu_ids())}
+
+
 def _run_job_in_ray(job: Job, grace_s: float) -> int:
-    """Body of the Ray task: run the job's command; on cancellation stop it before re-raising."""
-    process = start_process(job)
+    """Body of the Ray task: run the job's command where Ray placed it; on cancellation stop it
+    before re-raising."""
+    import ray
+    # A retry may land while the lost attempt's process (its worker dead) is still saving; on
+    # timeout the command itself reports the held lock.
+    wait_for_lock(job.lock_path, job.lock_wait_s)
+    process = start_process(dataclasses.replace(job, env={**job.env, **ray_placement(ray)}))
     try:
         return process.wait()
     except BaseException:  # ray.cancel raises KeyboardInterrupt here; never orphan the run
@@ -222,7 +261,13 @@ def _run_job_in_ray(job: Job, grace_s: float) -> int:
 
 
 class RayExecutor(Executor):
-    """One Ray task per job, each reserving `num_cpus` / `num_gpus` of the cluster.
+    """One Ray task per job, each reserving `num_cpus` / `num_gpus` of the cluster (a fraction such
+    as 0.25 lets four runs share one GPU; Ray sets CUDA_VISIBLE_DEVICES, which the run inherits,
+    and the run records its node and GPU ids, see `ray_placement`).
+
+    A task whose worker or node dies ends with an error (Finished.error); Ray does not retry it
+    itself (max_retries=0): the sweep does, with --resume, so the retry continues the run
+    directory that the dead attempt left on the shared storage.
 
     address None starts a local Ray instance with `local_cpus` CPUs; 'auto' or 'host:port' joins an
     existing cluster. On a multi-node cluster every node must see the repository and the results

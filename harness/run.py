@@ -5,10 +5,11 @@
                           [--no-tf32] [--tensorboard] [--wandb] [--video]
 
 On CUDA, float32 matmuls and convolutions use TF32 unless --no-tf32. run.json records the machine
-(`machine`: host, OS, CPU, torch, CUDA device; `machines`: every one the run was trained on), the TF32
-setting, the agent's resolved `compile_mode` and `gpu_seconds`: the wall clock of every process
-that held a CUDA device for this run directory, summed over resumes (and over attempts started again
-with --overwrite).
+(`machine`: host, OS, CPU, torch, CUDA device; `machines`: every one the run was trained on), where
+a scheduler placed it (`placement`: node id and IP, reserved GPU ids, CUDA_VISIBLE_DEVICES, see
+harness.device; `placements`: every one), the TF32 setting, the agent's resolved `compile_mode` and
+`gpu_seconds`: the wall clock of every process that held a CUDA device for this run directory,
+summed over resumes (and over attempts started again with --overwrite).
 
 Exit status: 0 done (or already done); 1 the run failed (run.json says why); 2 a user error (bad
 gin, unknown suite or task, an existing or locked run directory, a resume that does not match the
@@ -23,7 +24,7 @@ import traceback
 from harness import config
 from harness import rundir
 from harness.cli import CliParser
-from harness.device import DEVICE_HELP, device_arg, machine_info, resolve_device
+from harness.device import DEVICE_HELP, device_arg, machine_info, placement_info, resolve_device
 from harness.run_identity import config_mismatch, identity_mismatch, run_identity
 
 
@@ -191,7 +192,8 @@ def start(plan, args):
     import gin
     import torch
     run_dir, runner = plan.run_dir, plan.runner
-    spent = {key: (plan.info or {}).get(key) for key in ("gpu_seconds", "machines")}  # kept over --overwrite
+    # kept over --overwrite
+    spent = {key: (plan.info or {}).get(key) for key in ("gpu_seconds", "machines", "placements")}
     if args.overwrite and run_dir.is_run():
         run_dir.remove_run_files()
         plan.info = None
@@ -200,11 +202,14 @@ def start(plan, args):
     device = str(runner.device)
     machine = machine_info(device)
     machines = [m for m in spent["machines"] or [] if isinstance(m, dict)]
+    placement = placement_info()
+    placements = [p for p in spent["placements"] or [] if isinstance(p, dict)]
     info = dict(plan.info or {}, **plan.identity, status=rundir.RUNNING, bindings=list(args.bind),
                 git_commit=rundir.git_commit(), source_digest=rundir.source_digest(),
                 versions=rundir.package_versions(),
                 device=device if device == "cpu" else torch.cuda.get_device_name(runner.device),
                 machine=machine, machines=machines + [machine] * (machine not in machines),
+                placement=placement, placements=placements + [placement] * (placement not in placements),
                 tf32=plan.tf32,
                 compile_mode=getattr(getattr(runner, "agent", None), "compile_mode", None),
                 total_env_steps=runner.schedule.total_env_steps,

@@ -3,6 +3,8 @@
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor local --workers 2
     python -m harness.sweep --gin gin/sweeps/tiny.gin --gpus 0,1 --runs-per-gpu 2
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto
+    python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto --gpus-per-run 0.25 \
+        --storage /shared/results
     python -m harness.sweep --gin gin/sweeps/leaderboard_context.gin --gpus 0 --runs-per-gpu 8 --device cuda
 
 The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
@@ -12,6 +14,11 @@ recorded in `<results_dir>/<name>/sweep.json` (harness/sweep_runner.py). Ctrl-C 
 every run (SIGTERM, then SIGKILL after a grace period), marks them interrupted and exits 130;
 running the same command again resumes them (on another machine, a run whose checkpoint was not
 copied along starts again). --device and --no-tf32 are passed to every run.
+
+With Ray (docs/cluster.md), each run is one task reserving Sweep.num_cpus CPUs and --gpus-per-run
+GPUs (default Sweep.num_gpus; 0.25: four runs share a GPU); run.json records the node and GPU ids
+it got. A run lost with its worker or node is retried from its last checkpoint, up to
+--max-attempts attempts; --storage is the results root every node sees at the same path.
 Exit status: 0 all done, 1 some runs failed, 2 user error, 130 interrupted.
 """
 import os
@@ -21,6 +28,7 @@ import sys
 from harness import config
 from harness import executors as executors_lib
 from harness import rundir
+from harness import sweep_runner
 from harness.cli import CliParser, fail, non_negative_float, positive_int
 from harness.device import device_arg
 from harness.sweep_plan import load_sweep, plan
@@ -44,6 +52,15 @@ def parse_args(argv):
                              "set in its CUDA_VISIBLE_DEVICES (ray: use Sweep.num_gpus instead)")
     parser.add_argument("--runs-per-gpu", type=positive_int, metavar="N",
                         help="local, with --gpus: runs sharing one GPU at a time (default 1)")
+    parser.add_argument("--gpus-per-run", type=gpu_fraction, metavar="F",
+                        help="ray: GPUs each run reserves, a fraction in (0, 1] or a whole number "
+                             "(default: Sweep.num_gpus); 0.25 puts four runs on one GPU")
+    parser.add_argument("--storage", metavar="DIR",
+                        help="results root (in place of Sweep.results_dir): a path every Ray node sees, "
+                             "e.g. a shared filesystem; run directories, checkpoints and sweep.json live there")
+    parser.add_argument("--max-attempts", type=positive_int, default=sweep_runner.MAX_ATTEMPTS, metavar="N",
+                        help="most attempts of one run when they are lost with their worker or node, each "
+                             f"resuming from the last checkpoint (default {sweep_runner.MAX_ATTEMPTS})")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster to join ('auto' or host:port); "
                                                           "none starts a local Ray instance")
     parser.add_argument("--grace", type=non_negative_float, default=10.0, metavar="SECONDS",
@@ -54,6 +71,11 @@ def parse_args(argv):
     parser.add_argument("--no-tf32", action="store_true", help="--no-tf32 for every run (full float32 on CUDA)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and their state, run nothing")
     return parser.parse_args(argv)
+
+
+def storage_binding(args) -> list[str]:
+    """--storage DIR as the binding of Sweep.results_dir (absolute: every node resolves it alike)."""
+    return [f"Sweep.results_dir = {os.path.abspath(args.storage)!r}"] if args.storage else []
 
 
 def run_args(args) -> list[str]:
@@ -70,6 +92,18 @@ def gpu_list(text):
     return gpus
 
 
+def gpu_fraction(text):
+    """argparse type: GPUs per run, a number in (0, 1] (runs share a GPU) or a whole number >= 1."""
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}") from None
+    if not (0 < value <= 1 or 1 < value < float("inf") and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}")
+    return value
+
+
 def check_executor_args(args):
     if args.workers is not None and args.workers < 1:
         raise executors_lib.ExecutorError(f"--workers must be at least 1, got {args.workers}")
@@ -79,6 +113,10 @@ def check_executor_args(args):
         raise executors_lib.ExecutorError("--gpus is for --executor local; Ray places runs on GPUs by Sweep.num_gpus")
     if args.runs_per_gpu is not None and not args.gpus:
         raise executors_lib.ExecutorError("--runs-per-gpu needs --gpus")
+    if args.gpus_per_run is not None and args.executor != "ray":
+        raise executors_lib.ExecutorError("--gpus-per-run needs --executor ray (locally: --gpus and --runs-per-gpu)")
+    if args.storage is not None and os.path.exists(args.storage) and not os.path.isdir(args.storage):
+        raise executors_lib.ExecutorError(f"--storage {args.storage} is not a directory")
 
 
 def make_executor(args, sweep):
@@ -91,7 +129,8 @@ def make_executor(args, sweep):
         workers = args.workers or max(1, int((os.cpu_count() or 1) // sweep.num_cpus))
         return executors_lib.LocalExecutor(workers), workers
     local_cpus = args.workers * sweep.num_cpus if args.workers else None
-    executor = executors_lib.RayExecutor(args.address, sweep.num_cpus, sweep.num_gpus, local_cpus,
+    num_gpus = sweep.num_gpus if args.gpus_per_run is None else args.gpus_per_run
+    executor = executors_lib.RayExecutor(args.address, sweep.num_cpus, num_gpus, local_cpus,
                                          max_in_flight=args.workers, grace_s=args.grace)
     cpus = executor.cluster_cpus()
     return executor, max(1, args.workers or int(cpus // sweep.num_cpus))
@@ -101,7 +140,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         check_executor_args(args)
-        sweep = load_sweep(args.gin, args.bind)
+        sweep = load_sweep(args.gin, args.bind + storage_binding(args))
         manifest = Manifest(sweep, plan(sweep), args.executor)
     except (config.ConfigError, executors_lib.ExecutorError) as error:
         return fail(error)
@@ -119,8 +158,12 @@ def main(argv=None):
     try:
         executor, parallelism = make_executor(args, sweep)
         manifest.data["run_args"] = run_args(args)
+        manifest.data["resources"] = {"cpus_per_run": sweep.num_cpus, "max_attempts": args.max_attempts,
+                                      "gpus_per_run": sweep.num_gpus if args.gpus_per_run is None
+                                      else args.gpus_per_run}
         return run_sweep(sweep, manifest, executor, parallelism, grace_s=args.grace,
-                         log=lambda line: print(line, file=sys.stderr, flush=True), run_args=run_args(args))
+                         log=lambda line: print(line, file=sys.stderr, flush=True), run_args=run_args(args),
+                         max_attempts=args.max_attempts)
     except executors_lib.ExecutorError as error:
         return fail(error)
     finally:

@@ -181,7 +181,7 @@ def plan(sweep: Sweep) -> list[dict]:
         runs.append({"id": key, "run_dir": key, "gin_files": gin_files, "bindings": bindings,
                      "method": spec["method"], "variant": spec["variant"], "grid": cell,
                      "suite": spec["suite"], "task": task, "seed": seed, "context_length": ctx,
-                     "status": "pending", "attempts": 0, "exit_code": None, "error": None,
+                     "status": "pending", "attempts": 0, "exit_code": None, "error": None, "last_failure": None,
                      "log": f"logs/{key.replace('/', '__')}.log"})
     gin.clear_config()
     duplicates = [k for k, n in collections.Counter(r["id"] for r in runs).items() if n > 1]

@@ -4,12 +4,15 @@ Runs whose run.json says 'done' are skipped; a run directory that exists is cont
 --resume, unless its run.json records a checkpoint that is not there (records copied from another
 machine without their checkpoint/): that run starts again with --overwrite. A failed run (exit 1 or
 killed) is retried up to `Sweep.retries` times from its last checkpoint, then reported; a user error
-(exit 2) is not retried.
+(exit 2) is not retried. An attempt lost with its worker (the executor reports its own failure: a
+Ray worker or node died) is no fault of the run: it is retried, from the checkpoint the lost attempt
+left, until the run has had `max_attempts` attempts in this invocation.
 
 `<results_dir>/<name>/sweep.json` (rewritten atomically) records the grid and every run's status
-(pending, running, done, failed, interrupted), attempts, exit code, error and log file under
-`logs/`. A run's error is why its last attempt ended: the signal that killed it ('killed by
-SIGKILL'), else the executor's own failure, else the last line of its log.
+(pending, running, done, failed, interrupted), attempts (over all invocations), exit code, error,
+last_failure and log file under `logs/`. A run's error is why its last attempt ended: the signal
+that killed it ('killed by SIGKILL'), else the executor's own failure, else the last line of its
+log; last_failure keeps the latest such reason after a retry succeeded.
 """
 import collections
 import json
@@ -27,6 +30,7 @@ from harness.sweep_plan import Sweep
 
 MANIFEST = "sweep.json"
 PENDING = "pending"  # the other statuses of a manifest entry are run.json's (harness.rundir)
+MAX_ATTEMPTS = 3  # attempts of one run per invocation when its workers keep dying
 
 
 class Manifest:
@@ -38,6 +42,7 @@ class Manifest:
         old = self._load_previous()
         for run in runs:  # keep the history of earlier invocations
             run["attempts"] = old.get(run["id"], {}).get("attempts", 0)
+            run["last_failure"] = old.get(run["id"], {}).get("last_failure")
             run["status"] = rundir.DONE if self.run_status(run) == rundir.DONE else PENDING
         self.data = {"name": sweep.name, "grid": sweep.describe(), "executor": executor,
                      "started_at": rundir.now_iso(), "runs": runs}
@@ -66,11 +71,12 @@ class Manifest:
 
 
 def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor, parallelism: int,
-              grace_s=10.0, log=print, run_args=()) -> int:
+              grace_s=10.0, log=print, run_args=(), max_attempts=MAX_ATTEMPTS) -> int:
     """Run every pending cell; returns the exit status (0 all done, 1 failures, 130 interrupted).
-    run_args: options given to every `harness.run` (e.g. ['--device', 'cuda'])."""
+    run_args: options given to every `harness.run` (e.g. ['--device', 'cuda']); max_attempts: the
+    most attempts of one run in this invocation when they are lost with their worker."""
     queue = collections.deque(key for key, run in manifest.runs.items() if run["status"] == PENDING)
-    tries, started, durations = collections.Counter(), {}, []
+    tries, failures, started, durations = collections.Counter(), collections.Counter(), {}, []
     progress = Progress(sweep.name, manifest, parallelism, log)
     manifest.save()
     changed = True
@@ -93,7 +99,11 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
             for finished in executor.wait(timeout_s=1.0):
                 run = manifest.runs[finished.key]
                 durations.append(time.monotonic() - started.pop(finished.key))
-                if _settle(manifest, run, finished) == "retry" and tries[finished.key] <= sweep.retries:
+                verdict = _settle(manifest, run, finished)
+                if verdict == "retry":
+                    failures[finished.key] += 1
+                if verdict == "lost" and tries[finished.key] < max_attempts or \
+                        verdict == "retry" and failures[finished.key] <= sweep.retries:
                     log(f"[{sweep.name}] retrying {run['id']} ({run['error']})")
                     run["status"] = PENDING
                     queue.append(finished.key)
@@ -124,14 +134,17 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
 
 
 def _settle(manifest, run, finished):
-    """Record a finished attempt: 'done', 'failed' (final) or 'retry'."""
+    """Record a finished attempt: 'done', 'failed' (final), 'retry' (the run failed) or 'lost' (the
+    executor lost it with its worker)."""
     run["exit_code"] = finished.exit_code
     status = manifest.run_status(run)
     if finished.exit_code == 0 and status == rundir.DONE:
         run.update(status=rundir.DONE, error=None)
         return "done"
     run["status"] = rundir.FAILED
-    run["error"] = failure_reason(finished, status, manifest.sweep_dir / run["log"])
+    run["error"] = run["last_failure"] = failure_reason(finished, status, manifest.sweep_dir / run["log"])
+    if finished.error is not None:
+        return "lost"
     return "failed" if finished.exit_code == USER_ERROR else "retry"
 
 
@@ -157,7 +170,7 @@ def _job(sweep, manifest, run, run_args=()):
     threads = str(max(1, int(sweep.num_cpus)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}  # MUJOCO_GL: envs sets its default
     return executors_lib.Job(run["id"], tuple(command), str((manifest.sweep_dir / run["log"]).resolve()),
-                             env, str(config.REPO_ROOT))
+                             env, str(config.REPO_ROOT), lock_path=str(run_dir / rundir.LOCK_FILE))
 
 
 class Progress:
