@@ -68,3 +68,22 @@ def fail(error) -> int:
     """Print `error` as one line and return the user-error exit status."""
     print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
     return USER_ERROR
+
+
+def gpu_list(text):
+    """argparse type: '0,1' -> ['0', '1'] (distinct non-negative integers)."""
+    gpus = text.split(",")
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas, got {text!r}")
+    return gpus
+
+
+def gpu_fraction(text):
+    """argparse type: GPUs per run, a number in (0, 1] (runs share a GPU) or a whole number >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}") from None
+    if not (0 < value <= 1 or 1 < value < float("inf") and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}")
+    return value

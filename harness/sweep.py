@@ -29,7 +29,7 @@ from harness import config
 from harness import executors as executors_lib
 from harness import rundir
 from harness import sweep_runner
-from harness.cli import CliParser, fail, non_negative_float, positive_int
+from harness.cli import CliParser, fail, gpu_fraction, gpu_list, non_negative_float, positive_int
 from harness.device import device_arg
 from harness.sweep_plan import load_sweep, plan
 from harness.sweep_runner import Manifest, lock_sweep_dir, run_sweep
@@ -81,27 +81,6 @@ def storage_binding(args) -> list[str]:
 def run_args(args) -> list[str]:
     """The options of this command line that every `harness.run` receives."""
     return (["--device", args.device] if args.device else []) + (["--no-tf32"] if args.no_tf32 else [])
-
-
-def gpu_list(text):
-    """argparse type: '0,1' -> ['0', '1'] (distinct non-negative integers)."""
-    import argparse
-    gpus = text.split(",")
-    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas, got {text!r}")
-    return gpus
-
-
-def gpu_fraction(text):
-    """argparse type: GPUs per run, a number in (0, 1] (runs share a GPU) or a whole number >= 1."""
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}") from None
-    if not (0 < value <= 1 or 1 < value < float("inf") and value == int(value)):
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}")
-    return value
 
 
 def check_executor_args(args):
