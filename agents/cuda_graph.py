@@ -46,7 +46,7 @@ class CapturedCall:
         self.fn, self.warmup_calls = fn, int(warmup_calls)
         self.calls = 0
         self.graph = None
-        self.static_inputs = self.static_outputs = None
+        self.static_inputs = self.static_outputs = self.signature = None
 
     @property
     def captured(self) -> bool:
@@ -55,9 +55,8 @@ class CapturedCall:
     def __call__(self, inputs: dict[str, torch.Tensor]):
         self.calls += 1
         if self.graph is not None:
-            if signature(inputs) != signature(self.static_inputs):
-                raise ValueError(f"inputs {signature(inputs)} do not match the captured graph's "
-                                 f"{signature(self.static_inputs)}")
+            if signature(inputs) != self.signature:
+                raise ValueError(f"inputs {signature(inputs)} do not match the captured graph's {self.signature}")
             for name, value in inputs.items():
                 self.static_inputs[name].copy_(value, non_blocking=True)
             self.graph.replay()
@@ -65,6 +64,7 @@ class CapturedCall:
         if self.calls <= self.warmup_calls:
             return _on_side_stream(self.fn, inputs)
         self.static_inputs = {name: value.clone() for name, value in inputs.items()}
+        self.signature = signature(self.static_inputs)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
