@@ -40,7 +40,7 @@ GIN_DIR = GIN_ROOT / "gin"
 
 def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
-    devices = args.devices or ["cuda" if torch.cuda.is_available() else "cpu"]
+    devices = args.devices
     if "cuda" in devices and not torch.cuda.is_available():
         print("error: --devices cuda was asked for but CUDA is not available", file=sys.stderr)
         return 2
@@ -101,6 +101,7 @@ def _parse(argv):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.lengths = sorted(set(args.lengths))
+    args.devices = args.devices or ["cuda" if torch.cuda.is_available() else "cpu"]
     return args
 
 
@@ -162,8 +163,7 @@ def _columns(args):
     paths = args.gin or default_experiments(args.suites)
     if not paths:
         raise config.ConfigError(f"no experiment file in gin/ has a suite among {args.suites}")
-    modes = args.compile or (["none", "graph"] if "cuda" in (args.devices or ["cuda" if torch.cuda.is_available() else "cpu"])
-                             else [None])
+    modes = args.compile or (["none", "graph"] if "cuda" in args.devices else [None])
     columns = [Column(path, args.overlay, args.bind, mode) for path in paths for mode in modes]
     labels = [column.label for column in columns]
     for label in labels:
