@@ -19,6 +19,7 @@ import time
 import pytest
 
 from harness import device, executors, sweep as sweep_cli, sweep_plan, sweep_runner
+from tests.harness.test_sweep import assert_user_error
 
 ray = pytest.importorskip("ray", reason="needs ray (pip install 'ray[default]')")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -176,13 +177,7 @@ def test_placement_info_reads_what_the_scheduler_set():
 ])
 def test_placement_options_are_checked_before_anything_runs(argv, words, tmp_path, capsys):
     argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'", *argv]
-    try:
-        status = sweep_cli.main(argv)
-    except SystemExit as usage_error:  # argparse's own checks
-        status = usage_error.code
-    assert status == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"error: {words}")
+    assert_user_error(argv, words, capsys)
     assert not (tmp_path / "tiny").exists()
 
 

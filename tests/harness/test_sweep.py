@@ -222,6 +222,12 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     argv = argv + ["--bind", f"Sweep.results_dir = '{tmp_path}'"]
     if "Sweep.methods" not in str(argv):
         argv += ["--bind", "Sweep.methods = ['gin/sac_noisy.gin']"]
+    assert_user_error(argv, words, capsys)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()
+
+
+def assert_user_error(argv, words, capsys):
+    """`harness.sweep` with argv exits 2 (argparse's checks or ours) with one line `error: <words>...`."""
     try:
         status = sweep_cli.main(argv)
     except SystemExit as usage_error:  # argparse's own checks
@@ -229,7 +235,6 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     assert status == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {words}")
-    assert not (tmp_path / "t").exists() and not (tmp_path / "tiny").exists()
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, capsys):
