@@ -13,7 +13,9 @@ method ran under several noise levels (`sac [obs 0, act 0]`). Within a group:
 - each method keeps min over tasks of its runs-per-task runs on every task, lowest seeds first
   (rliable needs a rectangular matrix; the dropped runs are excluded with their reason);
 - the final score of a run is its last eval point; sample-efficiency curves use the eval steps that
-  every kept run of the group has.
+  every kept run of the group has. `--at-env-steps N` reads every run as it stood at env step N
+  (harness/records.py): a DMC-100k table from 1M-step runs, or a common budget for runs that stopped
+  at different points.
 
 Beside the groups: wall clock, GPU hours and machines (harness/costs.py, GPU hours over every
 run.json whatever its status), with --sweep the planned runs by state (harness/coverage.py), with
@@ -125,21 +127,20 @@ def select_runs(group, labels=None):
     label = _label(group[0])
     exclusions, notes = [], []
     task_sets = {method: set(tasks) for method, tasks in by_method.items()}
-    common = sorted(set.intersection(*task_sets.values()))
-    while not common and len(task_sets) > 1:  # leave out the method with the fewest runs and retry
-        stray = min(task_sets, key=lambda m: (sum(map(len, by_method[m].values())), m))
-        others = sorted(set(task_sets) - {stray})
-        exclusions += [_exclude(r, f"{label}: {stray} ran only {', '.join(sorted(task_sets[stray]))}, "
-                                   f"no task in common with {', '.join(others)}")
+    common = _widest_task_set(task_sets)
+    for stray in sorted(m for m, tasks in task_sets.items() if not set(common) <= tasks):
+        lacking = sorted(set(common) - task_sets[stray])
+        others = sorted(m for m in task_sets if set(common) <= task_sets[m])
+        why = (f"no task in common with {', '.join(others)}" if not task_sets[stray] & set(common)
+               else f"not {', '.join(lacking)}, which {', '.join(others)} ran")
+        exclusions += [_exclude(r, f"{label}: {stray} ran only {', '.join(sorted(task_sets[stray]))}, {why}")
                        for runs in by_method.pop(stray).values() for r in runs]
-        notes.append(f"{label}: {stray} shares no task with the other methods and is left out")
+        notes.append(f"{label}: {stray} lacks task(s) {', '.join(lacking)} and is left out")
         del task_sets[stray]
-        common = sorted(set.intersection(*task_sets.values()))
     if set.union(*task_sets.values()) != set(common):
         listing = "; ".join(f"{m}: {', '.join(sorted(t))}" for m, t in sorted(task_sets.items()))
         notes.append(f"{label}: methods ran different tasks ({listing}); "
-                     + (f"restricted to the common tasks {', '.join(common)}" if common
-                        else "they share no task, so this group is not aggregated"))
+                     f"restricted to the common tasks {', '.join(common)}")
     selected = {}
     for method, tasks in sorted(by_method.items()):
         for task in sorted(set(tasks) - set(common)):
@@ -159,6 +160,17 @@ def select_runs(group, labels=None):
         notes.append(f"{label}: runs end at different env steps {sorted(finals)}; "
                      "final scores compare unequal budgets")
     return common, selected, exclusions, notes
+
+
+def _widest_task_set(task_sets):
+    """The task set that keeps the most (method, task) cells when every method must cover all of it:
+    one method's own task set, or the tasks every method ran; ties go to more tasks. A method that
+    ran a subset of the others' tasks is left out rather than shrinking every method's task set."""
+    candidates = {frozenset(tasks) for tasks in task_sets.values()} | {frozenset(set.intersection(*task_sets.values()))}
+
+    def cells(tasks):
+        return sum(tasks <= ran for ran in task_sets.values()) * len(tasks), len(tasks), sorted(tasks)
+    return sorted(max(candidates, key=cells))
 
 
 def aggregate_group(tasks, selected, reps, seed, confidence=0.95, taus=DEFAULT_TAUS):
@@ -220,7 +232,7 @@ def score_matrix(runs_by_task, tasks, steps=None):
 
 
 def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS, allow_empty=False,
-              planned=None, claims=None):
+              planned=None, claims=None, at_env_steps=None):
     """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
     Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
@@ -229,19 +241,22 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     (GPU hours, machines and the records' latest update, harness.costs), `excluded` (every run left
     out, with its reason) and `warnings`; with `planned` (harness.coverage.planned_runs) `coverage`,
     with `claims` (harness.claims.load_claims) each claim's measurement and verdict.
+    `at_env_steps`: score every run at that env step (records.load_results).
     Raises records.ResultsError / AggregationError when nothing can be aggregated, unless
     `allow_empty`: then a missing or empty directory gives a result without groups.
     """
     if reps < 1 or not 0 < confidence < 1:
         raise AggregationError(f"need reps >= 1 and 0 < confidence < 1 (got {reps}, {confidence})")
     try:
-        records, exclusions = records_lib.load_results(results_dir)
+        records, exclusions = records_lib.load_results(results_dir, at_env_steps)
     except records_lib.ResultsError:
         if not allow_empty:
             raise
         records, exclusions = [], []
     exclusions = list(exclusions)
-    groups, notes, included, labels = [], [], [], {}
+    groups, included, labels = [], [], {}
+    notes = [f"{r.path}: scored at env step {at_env_steps}, then {r.ended_as}"
+             for r in records if r.ended_as]
     by_group = collections.defaultdict(list)
     for record in records:
         by_group[(record.experiment, record.suite, record.dataset_kind or "", record.context_length)].append(record)
@@ -272,7 +287,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     infos = records_lib.run_infos(results_dir)
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
               "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
-              "num_runs_included": len(included), "groups": groups,
+              "at_env_steps": at_env_steps, "num_runs_included": len(included), "groups": groups,
               "wall_clock": costs.wall_clock(included, labels),
               "resources": {"gpu": costs.gpu_usage(infos), "machines": costs.machines(infos),
                             "records_updated_at": costs.records_updated_at(infos)},
@@ -337,6 +352,9 @@ def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out=
                              "not started (repeatable; nothing is run)")
     parser.add_argument("--claims", metavar="FILE",
                         help="claims file (JSON, e.g. docs/paper_claims.json) to set against the measurements")
+    parser.add_argument("--at-env-steps", type=positive_int, metavar="N",
+                        help="score every run at its eval point at env step N, whatever it did after "
+                             "(DMC-100k from longer runs; runs without an eval point at N are excluded)")
     parser.add_argument("--allow-empty", action="store_true",
                         help="a missing or empty RESULTS_DIR, or one with nothing finished, still gives the "
                              "tables (saying so) instead of exit status 2")
@@ -357,7 +375,8 @@ def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_
         planned = coverage.planned_runs(args.sweep, args.results_dir) if args.sweep else None
         claims = claims_lib.load_claims(args.claims) if args.claims else None
         result = aggregate(args.results_dir, reps=args.reps, seed=args.seed, confidence=args.confidence,
-                           allow_empty=args.allow_empty, planned=planned, claims=claims)
+                           allow_empty=args.allow_empty, planned=planned, claims=claims,
+                           at_env_steps=args.at_env_steps)
     except (records_lib.ResultsError, AggregationError, claims_lib.ClaimsError, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,6 +6,11 @@
 - an `Exclusion`: anything else, with a one-line reason a report can print (failed, incomplete,
   corrupt file, no eval points, ...).
 
+With `at_env_steps=N` every run is read as if it had stopped at env step N: its eval points after N
+are dropped and it counts as finished when it has an eval point at exactly N, whatever its status
+afterwards (a 1M run scored at 100k; a run interrupted or failed after N). That is how DMC-100k /
+DMC-500k numbers are read off longer runs; a run that failed after N is still named in a note.
+
 Sweep manifests (`<root>/**/sweep.json`, written by `harness.sweep`) add exclusions for runs that
 never wrote a `run.json` (for example killed at start-up), so no run of a sweep goes unreported.
 Nothing here raises for bad run files; only an unusable `root` raises `ResultsError`.
@@ -43,6 +48,8 @@ class RunRecord:
       missing or non-finite keys left out; {} for runs without belief metrics).
     dataset_kind: offline runs: the kind of dataset trained on (harness.datasets); None online.
     provenance: run.json's git_commit, versions, device and bindings (None where not recorded).
+    ended_as: read at an earlier env step (`at_env_steps`) although the run did not finish: how it
+      ended (its exclusion reason otherwise); None for runs that finished.
     """
     path: str
     experiment: str
@@ -66,6 +73,7 @@ class RunRecord:
     train_loop_env_steps_per_s: float | None = None
     gpu_seconds: float | None = None
     belief: dict = dataclasses.field(default_factory=dict)
+    ended_as: str | None = None
 
     @property
     def final_return(self) -> float:
@@ -99,8 +107,9 @@ class Exclusion:
         return dataclasses.asdict(self)
 
 
-def load_results(root) -> tuple[list[RunRecord], list[Exclusion]]:
-    """All runs under `root`: (finished records sorted by key, exclusions sorted by path)."""
+def load_results(root, at_env_steps=None) -> tuple[list[RunRecord], list[Exclusion]]:
+    """All runs under `root`: (finished records sorted by key, exclusions sorted by path); with
+    `at_env_steps` each run as it stood at that env step (module docstring)."""
     root = pathlib.Path(root)
     if not root.is_dir():
         raise ResultsError(f"results directory not found: {root}")
@@ -108,7 +117,7 @@ def load_results(root) -> tuple[list[RunRecord], list[Exclusion]]:
     run_dirs, manifests = _walk(root)
     for run_dir in run_dirs:
         seen.add(run_dir.resolve())
-        outcome = read_run(run_dir, display=_relative(run_dir, root))
+        outcome = read_run(run_dir, display=_relative(run_dir, root), at_env_steps=at_env_steps)
         (records if isinstance(outcome, RunRecord) else exclusions).append(outcome)
     exclusions += _manifest_exclusions(root, manifests, seen)
     if not records and not exclusions:
@@ -118,14 +127,53 @@ def load_results(root) -> tuple[list[RunRecord], list[Exclusion]]:
     return records, sorted(exclusions + duplicates, key=lambda e: e.path)
 
 
-def read_run(run_dir, display=None) -> RunRecord | Exclusion:
-    """Validate one run directory; `display` is the path shown in reasons (default: run_dir)."""
+def read_run(run_dir, display=None, at_env_steps=None) -> RunRecord | Exclusion:
+    """Validate one run directory; `display` is the path shown in reasons (default: run_dir);
+    `at_env_steps`: read the run as it stood at that env step (module docstring)."""
     run_dir = pathlib.Path(run_dir)
     display = str(display if display is not None else run_dir)
     info, problem = _read_info(run_dir / RUN_FILE)
     if problem:
         return Exclusion(display, "invalid", problem)
     who = {"method": info["method"], "task": info["task"], "seed": info["seed"]}
+    unfinished = _unfinished(info, display, who)
+    if unfinished and at_env_steps is None:
+        return unfinished
+    metrics, problem = _read_metrics(run_dir / METRICS_FILE, up_to=at_env_steps)
+    if problem:
+        return Exclusion(display, "invalid", problem, **who)
+    if at_env_steps is not None and (not metrics.evals or metrics.evals[-1][0] != at_env_steps):
+        if unfinished:
+            return unfinished
+        reached = metrics.evals[-1][0] if metrics.evals else "no"
+        return Exclusion(display, "excluded", f"no eval point at env step {at_env_steps} "
+                         f"(last at or before it: {reached})", **who)
+    if not metrics.evals:
+        return Exclusion(display, "excluded", f"no eval points in {METRICS_FILE}", **who)
+    steps = np.array([step for step, _ in metrics.evals], dtype=np.int64)
+    env_steps = int(_number(info.get("env_steps")) or steps[-1])
+    wall_clock_s = _number(info.get("wall_clock_s"))
+    if at_env_steps is not None and (unfinished or env_steps != at_env_steps):
+        env_steps = at_env_steps
+        wall_clock_s = at_env_steps / metrics.speed_at_end if metrics.speed_at_end else None
+    return RunRecord(
+        path=display, experiment=info["experiment"], method=info["method"], variant=info["variant"] or "",
+        world_model=info["world_model"], obs_noise_std=_number(info["obs_noise_std"]),
+        action_noise_std=_number(info["action_noise_std"]), suite=info["suite"],
+        task=info["task"], seed=info["seed"], context_length=info["context_length"],
+        env_steps=env_steps, total_env_steps=_int_or_none(info.get("total_env_steps")),
+        wall_clock_s=wall_clock_s,
+        eval_steps=steps, eval_returns=np.array([ret for _, ret in metrics.evals], dtype=np.float64),
+        env_steps_per_s=float(np.median(metrics.speeds)) if metrics.speeds else None,
+        dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None,
+        provenance={key: info.get(key) for key in PROVENANCE_FIELDS},
+        train_loop_env_steps_per_s=float(np.median(metrics.loop_speeds)) if metrics.loop_speeds else None,
+        gpu_seconds=_number(info.get("gpu_seconds")), belief=metrics.belief,
+        ended_as=unfinished.reason if unfinished else None)
+
+
+def _unfinished(info, display, who):
+    """The Exclusion of a run whose status is not 'done', else None."""
     status = info["status"]
     if status == rundir.INTERRUPTED:
         return Exclusion(display, "incomplete", f"interrupted by {info.get('interrupted_by', 'a signal')} "
@@ -136,26 +184,7 @@ def read_run(run_dir, display=None) -> RunRecord | Exclusion:
     if status == rundir.RUNNING:
         progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
         return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
-    evals, (speeds, loop_speeds), belief, problem = _read_metrics(run_dir / METRICS_FILE)
-    if problem:
-        return Exclusion(display, "invalid", problem, **who)
-    if not evals:
-        return Exclusion(display, "excluded", f"no eval points in {METRICS_FILE}", **who)
-    steps = np.array([step for step, _ in evals], dtype=np.int64)
-    return RunRecord(
-        path=display, experiment=info["experiment"], method=info["method"], variant=info["variant"] or "",
-        world_model=info["world_model"], obs_noise_std=_number(info["obs_noise_std"]),
-        action_noise_std=_number(info["action_noise_std"]), suite=info["suite"],
-        task=info["task"], seed=info["seed"], context_length=info["context_length"],
-        env_steps=int(_number(info.get("env_steps")) or steps[-1]),
-        total_env_steps=_int_or_none(info.get("total_env_steps")),
-        wall_clock_s=_number(info.get("wall_clock_s")),
-        eval_steps=steps, eval_returns=np.array([ret for _, ret in evals], dtype=np.float64),
-        env_steps_per_s=float(np.median(speeds)) if speeds else None,
-        dataset_kind=info["dataset_kind"] if isinstance(info["dataset_kind"], str) else None,
-        provenance={key: info.get(key) for key in PROVENANCE_FIELDS},
-        train_loop_env_steps_per_s=float(np.median(loop_speeds)) if loop_speeds else None,
-        gpu_seconds=_number(info.get("gpu_seconds")), belief=belief)
+    return None
 
 
 def run_infos(root):
@@ -183,17 +212,24 @@ def _read_info(path):
     return rundir.validate_info(info)
 
 
-def _read_metrics(path):
-    """([(env_step, return_mean)], ([env_steps_per_s], [interval_env_steps_per_s]), {the last eval
-    line's scalar belief/* key: value}, None) or (.., .., .., reason)."""
-    nothing = ([], [])
+@dataclasses.dataclass
+class _Metrics:
+    evals: list = dataclasses.field(default_factory=list)        # [(env_step, return_mean)]
+    speeds: list = dataclasses.field(default_factory=list)       # train lines' env_steps_per_s
+    loop_speeds: list = dataclasses.field(default_factory=list)  # train lines' interval_env_steps_per_s
+    belief: dict = dataclasses.field(default_factory=dict)       # the last eval line's scalar belief/*
+    speed_at_end: float | None = None                            # the last train line's env_steps_per_s
+
+
+def _read_metrics(path, up_to=None):
+    """(_Metrics, None) or (None, reason); lines past env step `up_to` are ignored."""
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
-        return [], nothing, {}, f"{METRICS_FILE} missing"
+        return None, f"{METRICS_FILE} missing"
     except (OSError, UnicodeDecodeError) as error:
-        return [], nothing, {}, f"{METRICS_FILE} unreadable: {_short(error)}"
-    evals, speeds, loop_speeds, belief = [], [], [], {}
+        return None, f"{METRICS_FILE} unreadable: {_short(error)}"
+    found = _Metrics()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -201,24 +237,28 @@ def _read_metrics(path):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            return [], nothing, {}, f"{where}: corrupt JSON ({_short(error)})"
+            return None, f"{where}: corrupt JSON ({_short(error)})"
         if not isinstance(entry, dict):
-            return [], nothing, {}, f"{where}: not a JSON object"
+            return None, f"{where}: not a JSON object"
+        step = entry.get("env_step")
+        if up_to is not None and isinstance(step, (int, float)) and step > up_to:
+            continue
         if entry.get("kind") == "eval":
-            step, ret = entry.get("env_step"), _number(entry.get("return_mean"))
+            ret = _number(entry.get("return_mean"))
             if not isinstance(step, int) or isinstance(step, bool) or ret is None:
-                return [], nothing, {}, f"{where}: eval line needs an integer env_step and a finite return_mean"
-            if evals and step <= evals[-1][0]:
-                return [], nothing, {}, f"{where}: eval env_step {step} does not increase (previous {evals[-1][0]})"
-            evals.append((step, ret))
-            belief = {key: _number(value) for key, value in entry.items()
-                      if key.startswith("belief/") and _number(value) is not None}
+                return None, f"{where}: eval line needs an integer env_step and a finite return_mean"
+            if found.evals and step <= found.evals[-1][0]:
+                return None, f"{where}: eval env_step {step} does not increase (previous {found.evals[-1][0]})"
+            found.evals.append((step, ret))
+            found.belief = {key: _number(value) for key, value in entry.items()
+                            if key.startswith("belief/") and _number(value) is not None}
         elif entry.get("kind") == "train":
-            for key, kept in (("env_steps_per_s", speeds), ("interval_env_steps_per_s", loop_speeds)):
+            for key, kept in (("env_steps_per_s", found.speeds), ("interval_env_steps_per_s", found.loop_speeds)):
                 speed = _number(entry.get(key))
                 if speed is not None and speed > 0:
                     kept.append(speed)
-    return evals, (speeds, loop_speeds), belief, None
+            found.speed_at_end = found.speeds[-1] if found.speeds else None
+    return found, None
 
 
 def _walk(root):

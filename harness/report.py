@@ -1,5 +1,5 @@
 """Leaderboard report: `python -m harness.report RESULTS_DIR [--out DIR] [--reps N] [--seed S]
-[--sweep FILE ...] [--claims FILE] [--into DOC] [--allow-empty]`.
+[--sweep FILE ...] [--claims FILE] [--into DOC] [--at-env-steps N] [--allow-empty]`.
 
 Aggregates RESULTS_DIR (see harness.aggregate; its JSON and CSV tables are written too) and writes
 
@@ -190,7 +190,9 @@ def page_blocks(result, figures, href, full=True):
 def intro(result):
     """The first paragraph: what the numbers are and which records they come from (no clock time)."""
     updated = result["resources"]["records_updated_at"]
-    return (f"Scores are return / 1000 at the final evaluation. Brackets: {result['confidence']:.0%} "
+    when = (f"at env step {result['at_env_steps']:,} (every run read as it stood then)"
+            if result.get("at_env_steps") else "at the final evaluation")
+    return (f"Scores are return / 1000 {when}. Brackets: {result['confidence']:.0%} "
             f"stratified-bootstrap CIs ({result['reps']} reps, seed {result['seed']}); "
             f"{result['num_runs_included']} runs included"
             + (f"; records last updated {updated}." if updated else "."))

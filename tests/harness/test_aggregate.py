@@ -243,3 +243,23 @@ def test_records_written_before_the_identity_fields_still_aggregate():
     assert group["experiment"] == "learning_v2"
     assert group["methods"] == ["kalmamba", "rssm", "sac", "sac_noise_free", "vrkn"]
     assert group["conditions"]["kalmamba"]["obs_noise_std"] is None  # not recorded then
+
+
+def test_a_variant_on_fewer_tasks_is_left_out_instead_of_shrinking_the_group(tmp_path):
+    write_grid(tmp_path, methods=("kalmamba", "rssm", "sac"), tasks=TASKS[:2], seeds=range(2))
+    write_run(tmp_path, method="kalmamba", task=TASKS[0], seed=0, conditions={"variant": "reg0.1"})
+    result = aggregate.aggregate(tmp_path, reps=10)
+    (group,) = result["groups"]
+    assert group["tasks"] == sorted(TASKS[:2]) and group["methods"] == ["kalmamba", "rssm", "sac"]
+    (left_out,) = result["excluded"]
+    assert left_out["reason"].endswith(f"kalmamba+reg0.1 ran only {TASKS[0]}, not {TASKS[1]}, "
+                                       "which kalmamba, rssm, sac ran")
+
+
+def test_at_env_steps_scores_every_run_at_that_step_and_names_later_failures(tmp_path):
+    write_run(tmp_path, method="sac", returns=(0.0, 100.0, 200.0), seed=0)
+    write_run(tmp_path, method="sac", returns=(0.0, 300.0), seed=1, status="failed")
+    result = aggregate.aggregate(tmp_path, reps=10, at_env_steps=1000)
+    (group,) = result["groups"]
+    assert group["scores"]["sac"] == [[0.1], [0.3]] and result["at_env_steps"] == 1000
+    assert any("seed1: scored at env step 1000, then run failed" in note for note in result["warnings"])

@@ -40,7 +40,7 @@ def cells(runs):
     return table
 
 
-@pytest.mark.parametrize("study, runs", [("noisy100k", 125), ("context", 42), ("image100k", 18)])
+@pytest.mark.parametrize("study, runs", [("noisy100k", 150), ("context", 42), ("image100k", 18)])
 def test_each_study_lands_under_results_leaderboard_v1_with_its_protocol(study, runs):
     sweep, plan = planned(study)
     assert len(plan) == runs and len({r["run_dir"] for r in plan}) == runs
@@ -51,10 +51,10 @@ def test_each_study_lands_under_results_leaderboard_v1_with_its_protocol(study, 
     assert budget == [100_000, 10_000, 10, 2, 5_000, 32, 5_000]  # gin/base.gin's protocol at 100k env steps
 
 
-def test_noisy100k_is_five_methods_five_tasks_five_seeds_at_context_32():
+def test_noisy100k_is_six_methods_five_tasks_five_seeds_at_context_32():
     _, plan = planned("noisy100k")
     table = cells(plan)
-    assert set(table) == {"sac+noise_free", "sac", "kalmamba", "rssm", "vrkn"}
+    assert set(table) == {"sac+noise_free", "sac", "kalmamba", "kalmamba+no_regulariser", "rssm", "vrkn"}
     for by_length in table.values():
         assert set(by_length) == {32}
         assert set(by_length[32]) == NOISY_TASKS
@@ -63,7 +63,10 @@ def test_noisy100k_is_five_methods_five_tasks_five_seeds_at_context_32():
     noise = {row(r): bound(r, "make_env.obs_noise_std", "make_env.action_noise_std")
              for r in plan if r["task"] == "walker_walk" and r["seed"] == 0}
     assert noise == {"sac+noise_free": [0.0, 0.0], "sac": [0.3, 0.3], "kalmamba": [0.3, 0.3],
-                     "rssm": [0.3, 0.3], "vrkn": [0.3, 0.3]}
+                     "kalmamba+no_regulariser": [0.3, 0.3], "rssm": [0.3, 0.3], "vrkn": [0.3, 0.3]}
+    weights = {row(r): bound(r, "KalMamba.regulariser_weight")[0]
+               for r in plan if r["method"] == "kalmamba" and r["task"] == "walker_walk" and r["seed"] == 0}
+    assert weights == {"kalmamba": 1.0, "kalmamba+no_regulariser": 0.0}
 
 
 def test_context_study_runs_512_and_1024_for_kalmamba_only():

@@ -181,3 +181,27 @@ def test_run_directories_are_not_searched_below(tmp_path):
     (run_dir / "checkpoint" / "replay" / "run.json").write_text("not a run")
     found, excluded = records.load_results(tmp_path)
     assert len(found) == 1 and excluded == []
+
+
+def test_at_env_steps_reads_each_run_as_it_stood_then(tmp_path):
+    # eval points at 0, 1000, 2000, 3000; train lines at 1, 1001, 2001 with cumulative speeds
+    write_run(tmp_path, method="sac", returns=(1.0, 2.0, 3.0, 4.0), speeds=(10.0, 20.0, 40.0))
+    write_run(tmp_path, method="rssm", returns=(1.0, 5.0, 6.0), status="running")      # stopped at 2000
+    write_run(tmp_path, method="vrkn", returns=(1.0, 7.0, 8.0, 9.0), status="failed")  # failed after 3000
+    write_run(tmp_path, method="kalmamba", returns=(1.0, 7.0), status="failed")        # failed before 2000
+    write_run(tmp_path, method="dreamer", returns=(1.0, 7.0))                           # done before 2000
+    found, excluded = records.load_results(tmp_path, at_env_steps=2000)
+    by_method = {r.method: r for r in found}
+    assert sorted(by_method) == ["rssm", "sac", "vrkn"]
+    np.testing.assert_array_equal(by_method["sac"].eval_steps, [0, 1000, 2000])
+    np.testing.assert_array_equal(by_method["sac"].eval_returns, [1.0, 2.0, 3.0])
+    assert by_method["sac"].env_steps == 2000 and by_method["sac"].ended_as is None
+    assert by_method["sac"].wall_clock_s == 2000 / 20.0  # the speed of the last train line at or before 2000 (1001)
+    assert by_method["rssm"].final_return == 6.0 and "running" in by_method["rssm"].ended_as
+    assert by_method["vrkn"].final_return == 8.0 and "loss is nan" in by_method["vrkn"].ended_as
+    reasons = {e.method: (e.kind, e.reason) for e in excluded}
+    assert reasons["kalmamba"][0] == "failed" and "loss is nan" in reasons["kalmamba"][1]
+    assert reasons["dreamer"] == ("excluded", "no eval point at env step 2000 (last at or before it: 1000)")
+    # without it: only the finished runs, at their last eval point
+    found, _ = records.load_results(tmp_path)
+    assert {r.method: r.final_return for r in found} == {"dreamer": 7.0, "sac": 4.0}

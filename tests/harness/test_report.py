@@ -193,3 +193,16 @@ def _broken_images_in_chromium(page, tmp_path):
     body = re.search(r'<body data-images="(\d+)" data-broken="(\d+)"', dom)
     assert body, "the probe script did not run"
     return int(body.group(1)), int(body.group(2))
+
+
+def test_at_env_steps_is_stated_and_scores_the_runs_at_that_step(tmp_path):
+    for seed, returns in enumerate(((0.0, 100.0, 900.0), (0.0, 300.0, 800.0), (0.0, 500.0, 700.0))):
+        write_run(tmp_path, method="sac", seed=seed, returns=returns)
+    assert report.main([str(tmp_path), "--reps", "20", "--at-env-steps", "1000", "--out", str(tmp_path / "at1k")]) == 0
+    markdown = (tmp_path / "at1k" / "leaderboard.md").read_text()
+    assert "Scores are return / 1000 at env step 1,000 (every run read as it stood then)" in markdown
+    assert "| sac | 300.0 ± 200.0 (3) |" in markdown  # the per-task table: returns at 1000, std with ddof 1
+    assert "| sac | cartpole_swingup | 1 | 300.0 |" in markdown
+    with pytest.raises(SystemExit) as exited:
+        report.main([str(tmp_path), "--reps", "20", "--at-env-steps", "0"])
+    assert exited.value.code == 2
