@@ -139,7 +139,8 @@ def read_run(run_dir, display=None, at_env_steps=None) -> RunRecord | Exclusion:
     unfinished = _unfinished(info, display, who)
     if unfinished and at_env_steps is None:
         return unfinished
-    metrics, problem = _read_metrics(run_dir / METRICS_FILE, up_to=at_env_steps)
+    # a process killed mid-write leaves a partial last line: read an unfinished run without it
+    metrics, problem = _read_metrics(run_dir / METRICS_FILE, up_to=at_env_steps, partial_tail=bool(unfinished))
     if problem:
         return Exclusion(display, "invalid", problem, **who)
     if at_env_steps is not None and (not metrics.evals or metrics.evals[-1][0] != at_env_steps):
@@ -221,10 +222,14 @@ class _Metrics:
     speed_at_end: float | None = None                            # the last train line's env_steps_per_s
 
 
-def _read_metrics(path, up_to=None):
-    """(_Metrics, None) or (None, reason); lines past env step `up_to` are ignored."""
+def _read_metrics(path, up_to=None, partial_tail=False):
+    """(_Metrics, None) or (None, reason); lines past env step `up_to` are ignored, and with
+    `partial_tail` so is a last line that lacks its newline."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
+        lines = text.splitlines()
+        if partial_tail and text and not text.endswith("\n"):
+            lines = lines[:-1]
     except FileNotFoundError:
         return None, f"{METRICS_FILE} missing"
     except (OSError, UnicodeDecodeError) as error:

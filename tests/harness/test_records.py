@@ -186,7 +186,9 @@ def test_run_directories_are_not_searched_below(tmp_path):
 def test_at_env_steps_reads_each_run_as_it_stood_then(tmp_path):
     # eval points at 0, 1000, 2000, 3000; train lines at 1, 1001, 2001 with cumulative speeds
     write_run(tmp_path, method="sac", returns=(1.0, 2.0, 3.0, 4.0), speeds=(10.0, 20.0, 40.0))
-    write_run(tmp_path, method="rssm", returns=(1.0, 5.0, 6.0), status="running")      # stopped at 2000
+    rssm = write_run(tmp_path, method="rssm", returns=(1.0, 5.0, 6.0), status="running")  # stopped at 2000
+    with open(rssm / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"kind": "train", "env_st')  # killed while writing a line
     write_run(tmp_path, method="vrkn", returns=(1.0, 7.0, 8.0, 9.0), status="failed")  # failed after 3000
     write_run(tmp_path, method="kalmamba", returns=(1.0, 7.0), status="failed")        # failed before 2000
     write_run(tmp_path, method="dreamer", returns=(1.0, 7.0))                           # done before 2000
