@@ -147,8 +147,6 @@ def select_runs(group, labels=None):
             missing = sorted(m for m, t in task_sets.items() if task not in t)
             exclusions += [_exclude(r, f"{label}: task {task} not run by every method "
                                        f"(missing for {', '.join(missing)})") for r in tasks[task]]
-        if not common:
-            continue
         num_runs = min(len(tasks[task]) for task in common)
         for task in common:
             exclusions += [_exclude(r, f"{label}: {method} has only {num_runs} run(s) on some task; "
