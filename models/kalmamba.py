@@ -209,18 +209,22 @@ class KalMamba(KalmanWorldModel):
     def _regularisers(self, inference: Inference):
         """The Mahalanobis regulariser of the module docstring, filter side stop-gradient.
 
-        Metrics: the term added to the loss, the distance summed over Z (mean over b, t), and the
-        per-dimension distance (mean over b, t) summarised by its median and maximum over Z."""
+        Metrics: the term added to the loss, the distance summed over Z (mean over b, t), the
+        per-dimension distance (mean over b, t) summarised by its median and maximum over Z, and the
+        distance's two parts: the squared error (m - mu+)^2 and, for scale, mu+^2 (means over b, t, z)."""
         mean = inference.filtered.filtered_mean.detach()
         var = inference.filtered.filtered_var.detach()
-        per_element = (inference.beliefs["m"] - mean).square() / var  # (B, T, Z)
+        squared_error = (inference.beliefs["m"] - mean).square()
+        per_element = squared_error / var  # (B, T, Z)
         reduced = per_element.mean(-1) if self.regulariser_reduction == "mean" else per_element.sum(-1)
         value = self.regulariser_weight * reduced.mean()
         per_dim = per_element.detach().mean(dim=(0, 1))
         return value, {"model/regulariser": value.detach(),
                        "model/mahalanobis": per_dim.sum(),
                        "model/mahalanobis_dim_median": per_dim.median(),
-                       "model/mahalanobis_dim_max": per_dim.max()}
+                       "model/mahalanobis_dim_max": per_dim.max(),
+                       "model/backbone_sq_error": squared_error.detach().mean(),
+                       "model/filtered_mean_sq": mean.square().mean()}
 
 
 KalMamba = gin.configurable(KalMamba, allowlist=keyword_parameters(KalMamba))

@@ -34,6 +34,8 @@ VARIANTS = {
     "sum_reduction": ["KalMamba.regulariser_reduction = 'sum'"],
     "bare_mamba": ["KalMamba.backbone_residual = False"],
     "detached_input": ["KalMamba.detach_backbone_input = True"],
+    "no_mc_dropout": ["KalMamba.dropout = 0.0"],
+    "wide_scale_bounds": ["KalMamba.transition_scale_bounds = (0.1, 0.99)"],
     "paper_sum_bare_detached": ["KalMamba.regulariser_reduction = 'sum'", "KalMamba.backbone_residual = False",
                                 "KalMamba.detach_backbone_input = True"],
 }
@@ -56,7 +58,8 @@ def main(argv=None):
     heldout = _collect(experiment, args.heldout_episodes, seed=args.seed + 1_000)
     rows = {}
     header = ["variant", "held-out ELBO", "vs no_regulariser", "clip fired", "median grad norm",
-              "Mahalanobis (sum over Z)", "per-dim median", "per-dim max", "s / update"]
+              "Mahalanobis (sum over Z)", "per-dim median", "per-dim max", "held-out per-dim median",
+              "s / update"]
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1), flush=True)
     for name in args.variants:
@@ -64,6 +67,8 @@ def main(argv=None):
         print(_row(name, rows[name], rows.get("no_regulariser")), flush=True)
     if "no_regulariser" in rows and args.variants[0] != "no_regulariser":
         print("\n(vs no_regulariser is filled in for the rows measured after it)")
+    if args.trace_every:
+        _print_traces(rows, args.trace_every)
     return 0
 
 
@@ -80,9 +85,12 @@ def _parse(argv):
     parser.add_argument("--heldout-episodes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+    parser.add_argument("--trace-every", type=int, default=0, metavar="N",
+                        help="also print each variant's training trace, averaged over blocks of N updates")
     args = parser.parse_args(argv)
-    if args.updates < 1 or args.train_episodes < 1 or args.heldout_episodes < 1:
-        parser.error("updates and episode counts must be positive")
+    if args.updates < 1 or args.train_episodes < 1 or args.heldout_episodes < 1 or args.trace_every < 0:
+        parser.error("updates and episode counts must be positive, --trace-every not negative")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return args
@@ -128,12 +136,12 @@ def _fit(args, name, train, heldout):
     schedule = Schedule()
     torch.manual_seed(args.seed)
     world_model = experiment.world_model(obs_shape=train.data["obs"].shape[1:], action_dim=train.data["prev_action"].shape[1])
-    agent = experiment.agent(world_model=world_model, action_dim=train.data["prev_action"].shape[1])
+    agent = experiment.agent(world_model=world_model, action_dim=train.data["prev_action"].shape[1]).to(args.device)
     agent.fit_obs_normaliser(train.data["obs"][:len(train)])
     rng = np.random.default_rng(args.seed)
 
     def to_device(batch):
-        batch = {key: torch.as_tensor(value) for key, value in batch.items()}
+        batch = {key: torch.as_tensor(value, device=args.device) for key, value in batch.items()}
         batch["obs"] = agent.obs_normaliser(batch["obs"])
         return batch
 
@@ -156,11 +164,33 @@ def _fit(args, name, train, heldout):
             "grad_norm": float(torch.stack([m["model/grad_norm"] for m in history]).median()),
             "mahalanobis": mean_of("model/mahalanobis", last),
             "dim_median": mean_of("model/mahalanobis_dim_median", last),
-            "dim_max": mean_of("model/mahalanobis_dim_max", last), "seconds": seconds}
+            "dim_max": mean_of("model/mahalanobis_dim_max", last),
+            "heldout_dim_median": float(metrics.get("model/mahalanobis_dim_median", float("nan"))), "seconds": seconds,
+            "history": history}
+
+
+TRACED = {"ELBO": "model/elbo", "per-dim median": "model/mahalanobis_dim_median",
+          "per-dim max": "model/mahalanobis_dim_max", "(m - mu+)^2": "model/backbone_sq_error",
+          "mu+^2": "model/filtered_mean_sq", "filtered var": "model/filtered_var",
+          "A": "model/transition_scale", "Q": "model/transition_var", "clip fired": "model/grad_clipped",
+          "grad norm": "model/grad_norm"}
+
+
+def _print_traces(rows, every):
+    """Per variant, the training metrics of TRACED averaged over blocks of `every` updates."""
+    print("\n| variant | updates | " + " | ".join(TRACED) + " |")
+    print("|---|---:|" + "---:|" * len(TRACED))
+    for name, result in rows.items():
+        history = result["history"]
+        for end in range(every, len(history) + 1, every):
+            block = history[end - every:end]
+            values = [float(torch.stack([m[key] for m in block]).float().mean()) if key in block[0] else float("nan")
+                      for key in TRACED.values()]
+            print(f"| {name} | {end} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
 
 
 def _row(name, result, reference):
     delta = f"{result['elbo'] - reference['elbo']:+.2f}" if reference is not None else "-"
     return (f"| {name} | {result['elbo']:.2f} | {delta} | {100 * result['clipped']:.0f}% | {result['grad_norm']:.1f} | "
             f"{result['mahalanobis']:.0f} | {result['dim_median']:.2f} | {result['dim_max']:.1f} | "
-            f"{result['seconds']:.2f} |")
+            f"{result['heldout_dim_median']:.2f} | {result['seconds']:.2f} |")

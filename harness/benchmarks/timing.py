@@ -1,13 +1,15 @@
 """How benchmarks time things: `median_ms`, the median wall clock of `repeats` calls after `warmup`
 calls with the device synchronised before each clock reading (CUDA launches are asynchronous);
-`graph_median_ms`, the same over replays of a CUDA graph captured from the function, which leaves
-out the host's per-launch work, as in a training update captured whole; and `CallClock`, the time a
-loop spends inside one method, without adding synchronisation to the loop."""
+`graph_median_ms`, the same over replays of a CUDA graph captured from the function (by the
+`CapturedCall` that captures training updates), which leaves out the host's per-launch work; and
+`CallClock`, the time a loop spends inside one method, without adding synchronisation to the loop."""
 import contextlib
 import statistics
 import time
 
 import torch
+
+from agents.cuda_graph import CapturedCall
 
 
 def median_ms(fn, device, warmup, repeats):
@@ -28,18 +30,14 @@ def median_ms(fn, device, warmup, repeats):
 
 
 def graph_median_ms(fn, device, warmup, repeats):
-    """`median_ms` of replaying one CUDA graph of `fn` (captured after `warmup` + 1 eager calls on a
-    side stream, which also compile any kernels); `fn` must not synchronise with the host."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(warmup + 1):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return median_ms(graph.replay, device, warmup, repeats)
+    """`median_ms` of replaying one CUDA graph of `fn`, recorded as a training update is
+    (`agents.cuda_graph.CapturedCall`, after `warmup` + 1 eager calls on a side stream, which also
+    compile any kernels); `fn` takes no arguments and must not synchronise with the host."""
+    captured = CapturedCall(lambda: fn(), warmup_calls=warmup + 1)
+    with torch.cuda.device(device):
+        while not captured.captured:
+            captured({})
+        return median_ms(lambda: captured({}), device, warmup, repeats)
 
 
 class CallClock:

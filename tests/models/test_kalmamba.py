@@ -105,6 +105,10 @@ def test_regulariser_is_the_mahalanobis_distance_with_the_filter_side_stopped():
     torch.testing.assert_close(metrics["model/mahalanobis"], per_element.sum(-1).mean(), rtol=1e-12, atol=0)
     torch.testing.assert_close(metrics["model/mahalanobis_dim_max"], per_dim.max(), rtol=1e-12, atol=0)
     torch.testing.assert_close(metrics["model/mahalanobis_dim_median"], per_dim.median(), rtol=1e-12, atol=0)
+    squared_error = (inference.beliefs["m"] - filtered.filtered_mean).square()
+    torch.testing.assert_close(metrics["model/backbone_sq_error"], squared_error.mean(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(metrics["model/filtered_mean_sq"], filtered.filtered_mean.square().mean(),
+                               rtol=1e-12, atol=0)
     assert all(torch.is_tensor(v) and not v.requires_grad for v in metrics.values())
     grad_filter, grad_var, grad_m = torch.autograd.grad(
         value, [filtered.filtered_mean, filtered.filtered_var, inference.beliefs["m"]], allow_unused=True)
