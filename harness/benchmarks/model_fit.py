@@ -15,8 +15,11 @@ the held-out episodes.
 Prints one markdown table: per variant the held-out ELBO (nats per step), its difference to the
 variant 'no_regulariser' when that is measured, the fraction of updates whose gradient norm exceeded
 the model's clip, the median gradient norm, the regulariser's Mahalanobis distance summed over Z and
-its median / maximum over the latent dimensions (averaged over the last 20 updates), and seconds
-per update.
+its median / maximum over the latent dimensions (averaged over the last 20 updates), the median over
+Z on the held-out windows (eval mode: no dropout), and seconds per update. `--trace-every N` adds a
+second table, each variant's training metrics averaged over blocks of N updates (ELBO, the
+distance and its parts (m - mu+)^2 and mu+^2, filtered variance, mean A and Q, clip, grad norm).
+`--device cuda` fits on the GPU (eager updates).
 """
 import argparse
 import datetime

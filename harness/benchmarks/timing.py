@@ -33,7 +33,7 @@ def graph_median_ms(fn, device, warmup, repeats):
     """`median_ms` of replaying one CUDA graph of `fn`, recorded as a training update is
     (`agents.cuda_graph.CapturedCall`, after `warmup` + 1 eager calls on a side stream, which also
     compile any kernels); `fn` takes no arguments and must not synchronise with the host."""
-    captured = CapturedCall(lambda: fn(), warmup_calls=warmup + 1)
+    captured = CapturedCall(fn, warmup_calls=warmup + 1)
     with torch.cuda.device(device):
         while not captured.captured:
             captured({})
