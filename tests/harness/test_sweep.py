@@ -173,8 +173,11 @@ def test_rerun_skips_done_runs_and_retries_failed_ones(tmp_path):
 
 
 def test_ctrl_c_stops_runs_marks_them_interrupted_and_resumes(tmp_path):
+    # Python leaves SIGINT ignored when it starts with it ignored (a background job of a script,
+    # e.g. the test suite started with `&`), so the driver restores the handler a terminal gives it.
     driver = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
+        [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "from tests.harness.test_sweep import drive; "
          f"sys.exit(drive({str(tmp_path)!r}, seeds=[7, 8], workers=4, grace_s=1.0)[0])"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / f"seed{seed}"
