@@ -219,7 +219,11 @@ class _Metrics:
     speeds: list = dataclasses.field(default_factory=list)       # train lines' env_steps_per_s
     loop_speeds: list = dataclasses.field(default_factory=list)  # train lines' interval_env_steps_per_s
     belief: dict = dataclasses.field(default_factory=dict)       # the last eval line's scalar belief/*
-    speed_at_end: float | None = None                            # the last train line's env_steps_per_s
+
+    @property
+    def speed_at_end(self) -> float | None:
+        """The last train line's env_steps_per_s."""
+        return self.speeds[-1] if self.speeds else None
 
 
 def _read_metrics(path, up_to=None, partial_tail=False):
@@ -262,7 +266,6 @@ def _read_metrics(path, up_to=None, partial_tail=False):
                 speed = _number(entry.get(key))
                 if speed is not None and speed > 0:
                     kept.append(speed)
-            found.speed_at_end = found.speeds[-1] if found.speeds else None
     return found, None
 
 

@@ -160,16 +160,18 @@ def _fit(args, name, train, heldout):
         _, metrics, _ = world_model.loss(to_device(_heldout_windows(heldout, experiment.context_length)))
     last = history[-LAST:]
 
-    def mean_of(key, updates):
-        return float(torch.stack([m[key] for m in updates]).mean()) if key in updates[0] else float("nan")
-
-    return {"elbo": float(metrics["model/elbo"]), "clipped": mean_of("model/grad_clipped", history),
+    return {"elbo": float(metrics["model/elbo"]), "clipped": _mean_of("model/grad_clipped", history),
             "grad_norm": float(torch.stack([m["model/grad_norm"] for m in history]).median()),
-            "mahalanobis": mean_of("model/mahalanobis", last),
-            "dim_median": mean_of("model/mahalanobis_dim_median", last),
-            "dim_max": mean_of("model/mahalanobis_dim_max", last),
+            "mahalanobis": _mean_of("model/mahalanobis", last),
+            "dim_median": _mean_of("model/mahalanobis_dim_median", last),
+            "dim_max": _mean_of("model/mahalanobis_dim_max", last),
             "heldout_dim_median": float(metrics.get("model/mahalanobis_dim_median", float("nan"))), "seconds": seconds,
             "history": history}
+
+
+def _mean_of(key, updates):
+    """The mean of metric `key` over a list of update metrics, NaN where the model does not log it."""
+    return float(torch.stack([m[key] for m in updates]).mean()) if key in updates[0] else float("nan")
 
 
 TRACED = {"ELBO": "model/elbo", "per-dim median": "model/mahalanobis_dim_median",
@@ -187,8 +189,7 @@ def _print_traces(rows, every):
         history = result["history"]
         for end in range(every, len(history) + 1, every):
             block = history[end - every:end]
-            values = [float(torch.stack([m[key] for m in block]).float().mean()) if key in block[0] else float("nan")
-                      for key in TRACED.values()]
+            values = [_mean_of(key, block) for key in TRACED.values()]
             print(f"| {name} | {end} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
 
 
