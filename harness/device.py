@@ -14,6 +14,7 @@ import os
 import platform
 import re
 
+from harness import mps
 from harness.config import ConfigError
 
 PLACEMENT_NODE, PLACEMENT_NODE_IP, PLACEMENT_GPUS = "SSM_BENCH_NODE", "SSM_BENCH_NODE_IP", "SSM_BENCH_GPUS"
@@ -67,9 +68,10 @@ def cpu_model():
 
 def placement_info(environ=None) -> dict:
     """Where a scheduler placed this process (module docstring): node id, node IP, the GPU ids it
-    reserved (None when no scheduler said, [] when it reserved none) and CUDA_VISIBLE_DEVICES."""
+    reserved (None when no scheduler said, [] when it reserved none), CUDA_VISIBLE_DEVICES, and
+    whether its environment points CUDA at an MPS daemon (`harness.sweep --mps`, harness/mps.py)."""
     environ = os.environ if environ is None else environ
     gpus = environ.get(PLACEMENT_GPUS)
     return {"node": environ.get(PLACEMENT_NODE) or None, "node_ip": environ.get(PLACEMENT_NODE_IP) or None,
             "gpus": None if gpus is None else [g for g in gpus.split(",") if g],
-            "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"), "cuda_mps": mps.in_use(environ)}

@@ -185,9 +185,10 @@ class GpuSlots:
 class LocalExecutor(Executor):
     """Up to `workers` jobs at once as subprocesses of this machine; with `gpus`, each job sees one
     GPU (CUDA_VISIBLE_DEVICES) shared by at most `runs_per_gpu` jobs, and `workers` defaults to
-    len(gpus) * runs_per_gpu."""
+    len(gpus) * runs_per_gpu. `env`: variables set for every job (e.g. harness.mps's pipe directory)."""
 
-    def __init__(self, workers: int | None = None, gpus=None, runs_per_gpu: int = 1):
+    def __init__(self, workers: int | None = None, gpus=None, runs_per_gpu: int = 1, env=None):
+        self.env = dict(env or {})
         self.gpu_slots = GpuSlots(gpus, runs_per_gpu) if gpus else None
         if workers is None:
             workers = self.gpu_slots.free() if self.gpu_slots else 1
@@ -200,6 +201,7 @@ class LocalExecutor(Executor):
     def submit(self, job):
         if self.capacity() < 1:
             raise ExecutorError("LocalExecutor.submit: all workers busy")
+        job = dataclasses.replace(job, env={**job.env, **self.env})
         if self.gpu_slots:
             self.gpu_of[job.key] = self.gpu_slots.acquire()
             job = dataclasses.replace(job, env={**job.env, "CUDA_VISIBLE_DEVICES": self.gpu_of[job.key]})

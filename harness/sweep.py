@@ -6,6 +6,7 @@
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto --gpus-per-run 0.25 \
         --storage /shared/results
     python -m harness.sweep --gin gin/sweeps/leaderboard_context.gin --gpus 0 --runs-per-gpu 8 --device cuda
+    python -m harness.sweep --gin gin/sweeps/leaderboard_noisy100k.gin --gpus 0 --runs-per-gpu 24 --mps --device cuda
 
 The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 (harness/sweep_plan.py); each cell is one `python -m harness.run` whose run directory comes from
@@ -13,7 +14,9 @@ The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 recorded in `<results_dir>/<name>/sweep.json` (harness/sweep_runner.py). Ctrl-C (or SIGTERM) stops
 every run (SIGTERM, then SIGKILL after a grace period), marks them interrupted and exits 130;
 running the same command again resumes them (on another machine, a run whose checkpoint was not
-copied along starts again). --device and --no-tf32 are passed to every run.
+copied along starts again). --device and --no-tf32 are passed to every run. --mps (local, with
+--gpus) starts a CUDA MPS daemon for the sweep's lifetime so that the kernels of the runs sharing a
+GPU overlap (harness/mps.py; ~2.9x the throughput of 8 runs without it, docs/benchmarks.md).
 
 With Ray (docs/cluster.md), each run is one task reserving Sweep.num_cpus CPUs and --gpus-per-run
 GPUs (default Sweep.num_gpus; 0.25: four runs share a GPU); run.json records the node and GPU ids
@@ -27,6 +30,7 @@ import sys
 
 from harness import config
 from harness import executors as executors_lib
+from harness import mps
 from harness import rundir
 from harness import sweep_runner
 from harness.cli import CliParser, fail, gpu_fraction, gpu_list, non_negative_float, positive_int
@@ -69,6 +73,9 @@ def parse_args(argv):
                         help="--device of every run (default: harness.run's, auto); with --gpus each run "
                              "sees its one GPU as cuda:0")
     parser.add_argument("--no-tf32", action="store_true", help="--no-tf32 for every run (full float32 on CUDA)")
+    parser.add_argument("--mps", action="store_true",
+                        help="local, with --gpus: run a CUDA MPS daemon while the sweep runs, so that the "
+                             "kernels of runs sharing a GPU overlap (needs nvidia-cuda-mps-control)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and their state, run nothing")
     return parser.parse_args(argv)
 
@@ -94,16 +101,19 @@ def check_executor_args(args):
         raise executors_lib.ExecutorError("--runs-per-gpu needs --gpus")
     if args.gpus_per_run is not None and args.executor != "ray":
         raise executors_lib.ExecutorError("--gpus-per-run needs --executor ray (locally: --gpus and --runs-per-gpu)")
+    if args.mps and not args.gpus:
+        raise executors_lib.ExecutorError("--mps needs --executor local and --gpus (on Ray, run one MPS daemon "
+                                          "per node yourself: docs/cluster.md)")
     if args.storage is not None and os.path.exists(args.storage) and not os.path.isdir(args.storage):
         raise executors_lib.ExecutorError(f"--storage {args.storage} is not a directory")
 
 
-def make_executor(args, sweep):
-    """(executor, parallelism) for the command-line options."""
+def make_executor(args, sweep, env=None):
+    """(executor, parallelism) for the command-line options; env: variables for every local run."""
     check_executor_args(args)
     if args.executor == "local":
         if args.gpus:
-            executor = executors_lib.LocalExecutor(args.workers, args.gpus, args.runs_per_gpu or 1)
+            executor = executors_lib.LocalExecutor(args.workers, args.gpus, args.runs_per_gpu or 1, env=env)
             return executor, executor.workers
         workers = args.workers or max(1, int((os.cpu_count() or 1) // sweep.num_cpus))
         return executors_lib.LocalExecutor(workers), workers
@@ -134,18 +144,22 @@ def main(argv=None):
     if lock is None:
         return fail(f"another sweep is running in {sweep.directory}")
     on_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    daemon = mps.MpsDaemon()
     try:
-        executor, parallelism = make_executor(args, sweep)
+        if args.mps:
+            daemon.start()
+        executor, parallelism = make_executor(args, sweep, env=daemon.env)
         manifest.data["run_args"] = run_args(args)
         manifest.data["resources"] = {"cpus_per_run": sweep.num_cpus, "max_attempts": args.max_attempts,
                                       "gpus_per_run": sweep.num_gpus if args.gpus_per_run is None
-                                      else args.gpus_per_run}
+                                      else args.gpus_per_run, "mps": args.mps}
         return run_sweep(sweep, manifest, executor, parallelism, grace_s=args.grace,
                          log=lambda line: print(line, file=sys.stderr, flush=True), run_args=run_args(args),
                          max_attempts=args.max_attempts)
-    except executors_lib.ExecutorError as error:
+    except (executors_lib.ExecutorError, mps.MpsError) as error:
         return fail(error)
     finally:
+        daemon.stop()
         signal.signal(signal.SIGTERM, on_term)
         lock.close()
 

@@ -192,7 +192,7 @@ class RecordingExecutor(executors.Executor):
 
 def test_the_cli_passes_its_run_flags_to_every_run_and_records_them(tmp_path, monkeypatch):
     executor = RecordingExecutor()
-    monkeypatch.setattr(sweep_cli, "make_executor", lambda args, sweep: (executor, 1))
+    monkeypatch.setattr(sweep_cli, "make_executor", lambda args, sweep, env=None: (executor, 1))
     argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
             "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--bind", "Sweep.seeds = [0]",
             "--device", "cpu", "--no-tf32"]

@@ -157,11 +157,13 @@ def test_a_run_lost_every_time_stops_at_max_attempts(cluster, tmp_path):
 
 
 def test_placement_info_reads_what_the_scheduler_set():
-    assert device.placement_info({}) == {"node": None, "node_ip": None, "gpus": None, "cuda_visible_devices": None}
+    assert device.placement_info({}) == {"node": None, "node_ip": None, "gpus": None, "cuda_visible_devices": None,
+                                         "cuda_mps": False}
     placed = {"SSM_BENCH_NODE": "ab12", "SSM_BENCH_NODE_IP": "10.0.0.2", "SSM_BENCH_GPUS": "1,3",
               "CUDA_VISIBLE_DEVICES": "1,3"}
     assert device.placement_info(placed) == {"node": "ab12", "node_ip": "10.0.0.2", "gpus": ["1", "3"],
-                                             "cuda_visible_devices": "1,3"}
+                                             "cuda_visible_devices": "1,3", "cuda_mps": False}
+    assert device.placement_info({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/harness-mps-x/pipe"})["cuda_mps"] is True
     assert device.placement_info({"SSM_BENCH_NODE": "ab12", "SSM_BENCH_GPUS": ""})["gpus"] == []  # no GPU
 
 

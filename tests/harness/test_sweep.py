@@ -220,6 +220,7 @@ def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
     (["--gin", "gin/sweeps/tiny.gin", "--gpus", "0,a"], "argument --gpus: expected distinct GPU numbers"),
     (["--gin", "gin/sweeps/tiny.gin", "--runs-per-gpu", "2"], "--runs-per-gpu needs --gpus"),
     (["--gin", "gin/sweeps/tiny.gin", "--gpus", "0", "--executor", "ray"], "--gpus is for --executor local"),
+    (["--gin", "gin/sweeps/tiny.gin", "--mps"], "--mps needs --executor local and --gpus"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     argv = argv + ["--bind", f"Sweep.results_dir = '{tmp_path}'"]
