@@ -283,11 +283,15 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         why = " ".join(notes) if notes else f"no finished run with eval points ({common})"
         raise AggregationError(f"nothing to aggregate in {results_dir}: {why}")
     infos = records_lib.run_infos(results_dir)
+    gpu = costs.gpu_usage(infos)
+    held = costs.sweep_gpu_time(records_lib.sweep_manifests(results_dir), results_dir)
+    if held:  # only where a sweep recorded it, so older records aggregate as before
+        gpu["sweeps"] = held
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
               "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
               "at_env_steps": at_env_steps, "num_runs_included": len(included), "groups": groups,
               "wall_clock": costs.wall_clock(included, labels),
-              "resources": {"gpu": costs.gpu_usage(infos), "machines": costs.machines(infos),
+              "resources": {"gpu": gpu, "machines": costs.machines(infos),
                             "records_updated_at": costs.records_updated_at(infos)},
               "excluded": [e.as_dict() for e in sorted(exclusions, key=lambda e: e.path)],
               "warnings": notes}

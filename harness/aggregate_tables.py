@@ -3,6 +3,7 @@
     final_scores, per_task, performance_profiles, sample_efficiency, probability_of_improvement
                               per (experiment, suite, dataset kind, context length) group and row
     wall_clock_runs, wall_clock_by_context_length, gpu_hours, machines    harness.costs
+    gpu_hours_held_by_sweeps  where a sweep.json records gpu_seconds_held (harness.costs.sweep_gpu_time)
     excluded                  every run left out, with its reason
     coverage, claims          with --sweep, with --claims
 """
@@ -40,6 +41,8 @@ def write_outputs(result, out_dir):
     tables["wall_clock_runs"] = result["wall_clock"]["runs"]
     tables["wall_clock_by_context_length"] = result["wall_clock"]["by_context_length"]
     tables["gpu_hours"] = result["resources"]["gpu"]["by_method"]
+    if result["resources"]["gpu"].get("sweeps"):
+        tables["gpu_hours_held_by_sweeps"] = result["resources"]["gpu"]["sweeps"]
     tables["machines"] = result["resources"]["machines"]
     tables["excluded"] = result["excluded"]
     if result.get("coverage") is not None:

@@ -6,7 +6,10 @@
         end-to-end hours per 1M env steps = 1e6 / (env_steps / wall_clock_s) / 3600
             (the whole run: prefill, updates and evaluation, summed over resumes)
     gpu_usage(infos)              GPU hours from run.json's `gpu_seconds`, of every run whatever its
-                                  status (time spent on a failed run was spent), per experiment and row
+                                  status (time spent on a failed run was spent), per experiment and row;
+                                  runs that shared a GPU each count their whole wall clock
+    sweep_gpu_time(manifests, root)  GPU hours the sweeps under root held (sweep.json's `gpu_seconds_held`:
+                                  each GPU while it ran at least one run, so shared GPUs count once)
     machines(infos)               the machines runs were trained on (run.json's `machines`)
 
 `infos` are `harness.records.run_infos(root)`: (path, run.json) of every valid run directory. Rows
@@ -14,6 +17,8 @@ come out sorted, so tables built from them are the same for the same records.
 """
 import collections
 import itertools
+import json
+import pathlib
 
 import numpy as np
 
@@ -87,6 +92,20 @@ def gpu_usage(infos):
             "runs": sum(r["runs"] for r in experiments),
             "runs_without_record": sum(r["runs_without_record"] for r in experiments),
             "by_experiment": experiments, "by_method": methods}
+
+
+def sweep_gpu_time(manifests, root):
+    """[{'sweep': the manifest's path relative to root, 'gpu_hours_held': h}] of every sweep manifest
+    (harness.records.sweep_manifests) that records `gpu_seconds_held` (harness.sweep_runner)."""
+    rows = []
+    for path in manifests:
+        try:
+            seconds = json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held")
+        except (OSError, ValueError, AttributeError):
+            continue  # records.load_results lists an unreadable manifest among the exclusions
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
+            rows.append({"sweep": pathlib.Path(path).relative_to(root).as_posix(), "gpu_hours_held": seconds / 3600})
+    return rows
 
 
 def machines(infos):

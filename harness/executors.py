@@ -7,6 +7,7 @@ status. The sweep decides what to run and when to retry; executors only start, w
     executor.wait(timeout_s)           -> [Finished] jobs that ended since the last call
     executor.capacity()                how many more jobs `submit` should be given now
     executor.shutdown(grace_s)         stop everything: SIGTERM, then SIGKILL after grace_s
+    executor.gpu_seconds_held()        GPU time held so far (local with GPUs), else None
 
 Every job runs in its own process session, so Ctrl-C in a terminal reaches only the sweep, which
 then stops its children itself; a job killed this way leaves a resumable run directory. On Linux a
@@ -92,6 +93,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def shutdown(self, grace_s: float = 10.0) -> None: ...
 
+    def gpu_seconds_held(self) -> float | None:
+        """GPU seconds this executor held (each GPU while it ran at least one job), None where it
+        does not place runs on GPUs itself (Ray: the cluster does)."""
+        return None
+
 
 def _parent_death_signal():
     """Linux: a function for the child (between fork and exec) that asks the kernel to send it
@@ -160,13 +166,23 @@ def _signal_group(process, signum):
 
 class GpuSlots:
     """Which GPU a local job runs on: at most `runs_per_gpu` jobs per GPU, the least loaded first
-    (ties: the order given). GPUs are named as CUDA_VISIBLE_DEVICES names them ('0', '1', ...)."""
+    (ties: the order given). GPUs are named as CUDA_VISIBLE_DEVICES names them ('0', '1', ...).
+    Also the time each GPU was held, i.e. ran at least one job (`held_seconds`): what a sweep cost
+    in GPU time, however many runs shared each GPU."""
 
-    def __init__(self, gpus, runs_per_gpu: int):
+    def __init__(self, gpus, runs_per_gpu: int, clock=time.monotonic):
         if not gpus or runs_per_gpu < 1:
             raise ExecutorError(f"need at least one GPU and --runs-per-gpu >= 1, got {list(gpus)}, {runs_per_gpu}")
         self.runs_per_gpu = runs_per_gpu
         self.load = {str(gpu): 0 for gpu in gpus}
+        self.clock = clock
+        self._held_s = 0.0
+        self._busy_since = {}  # GPU -> when its load last rose from 0
+
+    def held_seconds(self) -> float:
+        """Seconds summed over GPUs during which each one ran at least one job, running ones included."""
+        now = self.clock()
+        return self._held_s + sum(now - since for since in self._busy_since.values())
 
     def free(self) -> int:
         return sum(self.runs_per_gpu - n for n in self.load.values())
@@ -175,11 +191,15 @@ class GpuSlots:
         gpu = min(self.load, key=self.load.get)  # min keeps the first of equals: the order given
         if self.load[gpu] >= self.runs_per_gpu:
             raise ExecutorError("GpuSlots.acquire: every GPU is full")
+        if self.load[gpu] == 0:
+            self._busy_since[gpu] = self.clock()
         self.load[gpu] += 1
         return gpu
 
     def release(self, gpu: str) -> None:
         self.load[gpu] -= 1
+        if self.load[gpu] == 0:
+            self._held_s += self.clock() - self._busy_since.pop(gpu)
 
 
 class LocalExecutor(Executor):
@@ -217,6 +237,9 @@ class LocalExecutor(Executor):
 
     def running(self):
         return list(self._processes)
+
+    def gpu_seconds_held(self):
+        return self.gpu_slots.held_seconds() if self.gpu_slots else None
 
     def wait(self, timeout_s):
         deadline = time.monotonic() + timeout_s

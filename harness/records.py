@@ -202,6 +202,11 @@ def run_infos(root):
     return found
 
 
+def sweep_manifests(root):
+    """Paths of every sweep manifest (sweep.json) under `root`, sorted; run directories are not entered."""
+    return _walk(root)[1] if pathlib.Path(root).is_dir() else []
+
+
 def _read_info(path):
     """(run.json dict, None) or (None, reason)."""
     try:

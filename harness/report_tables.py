@@ -86,8 +86,14 @@ def gpu_rows(result):
 def gpu_summary(result):
     gpu = result["resources"]["gpu"]
     unrecorded = f" ({gpu['runs_without_record']} without a record)" if gpu["runs_without_record"] else ""
-    return (f"GPU hours spent: {gpu['total_hours']:.2f} in total over {gpu['runs']} run(s){unrecorded}, "
-            "from each run.json's gpu_seconds (failed and unfinished runs included).")
+    summary = (f"GPU hours spent: {gpu['total_hours']:.2f} in total over {gpu['runs']} run(s){unrecorded}, "
+               "from each run.json's gpu_seconds (failed and unfinished runs included).")
+    if gpu.get("sweeps"):
+        held = sum(row["gpu_hours_held"] for row in gpu["sweeps"])
+        summary += (" Runs that shared a GPU each count their whole wall clock there; the sweeps that ran "
+                    f"them held their GPUs for {held:.2f} hours ({len(gpu['sweeps'])} sweep(s), from each "
+                    "sweep.json's gpu_seconds_held: a GPU counts while at least one run was on it).")
+    return summary
 
 
 MACHINES_HEADER = ("GPU", "CPU", "CPUs", "torch", "Platform", "Hosts", "Runs", "Experiments")

@@ -10,7 +10,8 @@ left, until the run has had `max_attempts` attempts in this invocation.
 
 `<results_dir>/<name>/sweep.json` (rewritten atomically) records the grid and every run's status
 (pending, running, done, failed, interrupted), attempts (over all invocations), exit code, error,
-last_failure and log file under `logs/`. A run's error is why its last attempt ended: the signal
+last_failure and log file under `logs/`, and `gpu_seconds_held`: the GPU time all invocations held
+(Manifest.record_gpu_time). A run's error is why its last attempt ended: the signal
 that killed it ('killed by SIGKILL'), else the executor's own failure, else the last line of its
 log; last_failure keeps the latest such reason after a retry succeeded.
 """
@@ -47,12 +48,30 @@ class Manifest:
         self.data = {"name": sweep.name, "grid": sweep.describe(), "executor": executor,
                      "started_at": rundir.now_iso(), "runs": runs}
         self.runs = {run["id"]: run for run in runs}
+        self.earlier_gpu_seconds_held = self._load_earlier_gpu_seconds_held()
+        if self.earlier_gpu_seconds_held:
+            self.data["gpu_seconds_held"] = self.earlier_gpu_seconds_held
 
     def _load_previous(self):
         try:
             return {r["id"]: r for r in json.loads(self.path.read_text())["runs"]}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+
+    def _load_earlier_gpu_seconds_held(self) -> float:
+        try:
+            seconds = json.loads(self.path.read_text()).get("gpu_seconds_held", 0.0)
+        except (OSError, ValueError, AttributeError):
+            return 0.0
+        return float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0
+
+    def record_gpu_time(self, executor) -> None:
+        """`gpu_seconds_held`: the GPU time of every invocation of this sweep so far, each GPU counted
+        while it ran at least one of the sweep's runs (local executor with --gpus; absent otherwise).
+        Runs sharing a GPU count once here, unlike the sum of their run.json `gpu_seconds`."""
+        held = executor.gpu_seconds_held()
+        if held is not None:
+            self.data["gpu_seconds_held"] = round(self.earlier_gpu_seconds_held + held, 3)
 
     def run_dir(self, run) -> pathlib.Path:
         return self.sweep_dir / run["run_dir"]
@@ -64,7 +83,10 @@ class Manifest:
     def counts(self):
         return collections.Counter(run["status"] for run in self.runs.values())
 
-    def save(self):
+    def save(self, executor=None):
+        """Write sweep.json; with the executor, first bring `gpu_seconds_held` up to date."""
+        if executor is not None:
+            self.record_gpu_time(executor)
         self.data["updated_at"] = rundir.now_iso()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rundir.atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
@@ -78,7 +100,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
     queue = collections.deque(key for key, run in manifest.runs.items() if run["status"] == PENDING)
     tries, failures, started, durations = collections.Counter(), collections.Counter(), {}, []
     progress = Progress(sweep.name, manifest, parallelism, log)
-    manifest.save()
+    manifest.save(executor)
     changed = True
     try:
         while queue or executor.running():
@@ -93,7 +115,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                         "that is not in its directory")
                 executor.submit(job)
                 started[key] = time.monotonic()
-                manifest.save()
+                manifest.save(executor)
             progress.show(force=changed)  # after refilling, so 'running' counts the new runs
             changed = False
             for finished in executor.wait(timeout_s=1.0):
@@ -109,7 +131,7 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                     queue.append(finished.key)
                 elif run["status"] == rundir.FAILED:
                     log(f"[{sweep.name}] FAILED {run['id']}: {run['error']} (log: {run['log']})")
-                manifest.save()
+                manifest.save(executor)
                 progress.durations = durations
                 changed = True
     except KeyboardInterrupt:
@@ -120,12 +142,13 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
             executor.shutdown(grace_s)
             for key in stopped:
                 manifest.runs[key].update(status=rundir.INTERRUPTED, error="interrupted by the sweep")
-            manifest.save()
+            manifest.save(executor)
         finally:
             signal.signal(signal.SIGINT, previous)
         log(f"[{sweep.name}] interrupted; run the same command again to resume")
         return 130
     executor.shutdown(grace_s)
+    manifest.save(executor)
     progress.show(force=True)
     counts = manifest.counts()
     log(f"[{sweep.name}] finished: {counts[rundir.DONE]} done, {counts[rundir.FAILED]} failed; "

@@ -24,6 +24,26 @@ def test_slots_fill_the_least_loaded_gpu_first_and_never_exceed_the_limit():
     assert slots.acquire() == "0"
 
 
+def test_held_time_counts_each_gpu_once_while_any_job_runs_on_it():
+    now = [0.0]
+    slots = GpuSlots(["0", "1"], runs_per_gpu=2, clock=lambda: now[0])
+    assert slots.acquire() == "0"            # t=0: GPU 0 busy
+    now[0] = 1.0
+    assert slots.acquire() == "1"            # t=1: GPU 1 busy
+    now[0] = 2.0
+    assert slots.acquire() == "0"            # t=2: a second job on GPU 0 adds no time of its own
+    now[0] = 3.0
+    slots.release("0")                       # GPU 0 still runs one job
+    now[0] = 4.0
+    slots.release("1")                       # GPU 1 held 1 -> 4: 3 s
+    assert slots.held_seconds() == pytest.approx(3.0 + 4.0)  # GPU 0 still running: 0 -> 4
+    now[0] = 5.0
+    slots.release("0")                       # GPU 0 held 0 -> 5: 5 s
+    now[0] = 9.0
+    assert slots.held_seconds() == pytest.approx(8.0)  # nothing runs: idle time does not count
+    assert LocalExecutor(workers=2).gpu_seconds_held() is None  # no GPUs given, nothing to count
+
+
 def test_each_run_sees_its_gpu_and_a_gpu_holds_at_most_runs_per_gpu(tmp_path):
     executor = LocalExecutor(gpus=["0", "1"], runs_per_gpu=2)
     assert executor.workers == 4

@@ -56,6 +56,8 @@ def write_records(root):
     write_run(root, method="rssm", task="reacher_easy", seed=0, experiment="noisy", status="failed",
               error="Traceback (most recent call last):\nRuntimeError: train/model/loss is not finite at env step 3000",
               extra_info={"gpu_seconds": 900.0, "machines": [H100]})
+    # the sweep that ran 'noisy' shared its GPU: 9.25 run-hours in 1.5 hours of the GPU
+    (root / "noisy" / "sweep.json").write_text(json.dumps({"runs": [], "gpu_seconds_held": 5400.0}))
 
 
 def snapshot(*paths):
@@ -134,6 +136,8 @@ def test_gpu_hours_and_machines_come_from_every_run_json(built):
     markdown = built["markdown"]
     # 18 runs x 0.5 h + the failed run's 0.25 h; the 12 'ctx' runs recorded no gpu_seconds
     assert "GPU hours spent: 9.25 in total over 31 run(s) (12 without a record)" in markdown
+    assert "the sweeps that ran them held their GPUs for 1.50 hours (1 sweep(s)" in markdown
+    assert built["aggregate"]["resources"]["gpu"]["sweeps"] == [{"sweep": "noisy/sweep.json", "gpu_hours_held": 1.5}]
     assert "| noisy | rssm | 7 | 3.25 | 0 |" in markdown and "| noisy | all | 19 | 9.25 | 0 |" in markdown
     assert "| ctx | all | 12 | 0.00 | 12 |" in markdown
     assert "| NVIDIA H100 80GB HBM3 | AMD EPYC | 16 | 2.11.0 | Linux | 1 | 19 | noisy |" in markdown

@@ -108,6 +108,7 @@ def test_sweep_with_mps_gives_every_run_the_daemons_pipe_then_stops_it(control, 
     assert start["args"] == ["-d"] and stop["stdin"] == "quit\n" and stop["pipe"] == start["pipe"]
     manifest = json.loads((tmp_path / "results" / "tiny" / "sweep.json").read_text())
     assert manifest["resources"]["mps"] is True and len(manifest["runs"]) == 4
+    assert manifest["gpu_seconds_held"] > 0  # GPU 0 ran the 4 runs: its held time, counted once
     for run in manifest["runs"]:
         assert run["status"] == "done"
         assert (tmp_path / "results" / "tiny" / run["run_dir"] / "seen_pipe").read_text() == start["pipe"]

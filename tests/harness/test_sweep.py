@@ -406,3 +406,28 @@ def test_noise_grid_sweep_runs_one_directory_per_noise_level(tmp_path):
     leaderboard = (tmp_path / "noise_tiny" / "report" / "leaderboard.md").read_text()
     rows = [line.split(" | ")[0][2:] for line in leaderboard.splitlines() if line.startswith("| sac+")]
     assert sorted(set(rows)) == ["sac+obs_noise_std=0.0", "sac+obs_noise_std=0.3"]  # one row per noise level
+
+
+class HeldFor:
+    """An executor stand-in that has held its GPUs for `seconds` (what LocalExecutor reports)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def gpu_seconds_held(self):
+        return self.seconds
+
+
+def test_the_manifest_adds_gpu_time_held_over_invocations(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=[0])
+    first = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "local")
+    first.save(HeldFor(12.5))
+    assert json.loads(first.path.read_text())["gpu_seconds_held"] == 12.5
+    second = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "local")  # the same command again
+    second.save(HeldFor(0.0))
+    assert json.loads(second.path.read_text())["gpu_seconds_held"] == 12.5
+    second.save(HeldFor(2.0))
+    assert json.loads(second.path.read_text())["gpu_seconds_held"] == 14.5  # 12.5 earlier + 2.0 now
+    third = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "ray")
+    third.save(HeldFor(None))  # an executor that does not count keeps what was counted
+    assert json.loads(third.path.read_text())["gpu_seconds_held"] == 14.5
