@@ -3,7 +3,7 @@
     python -m harness.bench e2e [--gin gin/kalmamba_noisy.gin ...] [--overlay FILE] [--bind 'Name.param=value']
                                 [--compile none graph] [--lengths 32 256] [--task walker_walk]
                                 [--env-steps 10000] [--warmup-env-steps 1000] [--device auto|cpu|cuda|cuda:N]
-                                [--concurrent [N ...]]
+                                [--concurrent [N ...]] [--mps]
 
 For each experiment file (`--gin`), task (`--task`, default the experiment's), context length T
 (`--lengths`, bound as `Experiment.context_length`; default the experiment's) and compile mode
@@ -30,11 +30,14 @@ checkpoints left out; without evaluations with --no-eval).
 --concurrent [N ...] (default 1 2 4 8): for every configuration, N copies of its measurement run at
 once as separate processes on the same device, seeds seed, seed + 1, ...; a second table gives their
 summed env steps/s, the per-copy rates and the speedup over N = 1 (harness/benchmarks/concurrent.py).
+--mps: the whole benchmark (the single runs and every copy) runs under one CUDA MPS daemon started
+for it (harness/mps.py), as the runs of `harness.sweep --mps` do; the header says so.
 """
 import argparse
 import dataclasses
 import datetime
 import json
+import os
 import pathlib
 import shlex
 import sys
@@ -44,7 +47,7 @@ import time
 import torch
 
 from agents.latent_sac import LatentSAC
-from harness import config, run
+from harness import config, mps, run
 from harness.benchmarks import concurrent
 from harness.benchmarks.models import Column
 from harness.benchmarks.timing import CallClock
@@ -59,6 +62,22 @@ PROJECTED_ENV_STEPS = 1_000_000
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
+    daemon = mps.MpsDaemon()
+    try:
+        if args.mps:  # before anything touches CUDA: this process and its copies become MPS clients
+            os.environ.update(daemon.start().env)
+        return _main(argv, args)
+    except mps.MpsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if args.mps:
+            for variable in daemon.env:
+                os.environ.pop(variable, None)
+        daemon.stop()
+
+
+def _main(argv, args):
     try:  # every configuration is parsed before anything is built or timed
         device = resolve_device(args.device)
         configs = _configs(args, device)
@@ -114,6 +133,9 @@ def _parse(argv):
                         help="also time N copies at once per configuration (no value: 1 2 4 8)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per configuration instead of the tables")
+    parser.add_argument("--mps", action="store_true",
+                        help="run everything under a CUDA MPS daemon started for the benchmark "
+                             "(needs nvidia-cuda-mps-control)")
     parser.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # set by --concurrent for its copies
     args = parser.parse_args(argv)
     if args.lengths is not None and min(args.lengths) < 2:
@@ -263,6 +285,7 @@ def _print_header(argv, args, device):
     print(f"command: python -m harness.bench e2e {shlex.join(argv)}".rstrip())
     print(f"date: {datetime.date.today().isoformat()}; torch {torch.__version__}; device: {name}; "
           f"mamba_ssm kernel: {'yes' if mamba_ssm_available() else 'no'}; "
+          f"CUDA MPS: {'yes' if mps.in_use() else 'no'}; "
           f"gin overlays: {' '.join(args.overlay) or 'none'}; bindings: {'; '.join(args.bind) or 'none'}")
     print(f"after the schedule's prefill and {args.warmup_env_steps} env steps of warm-up: {args.env_steps} "
           "env steps of training timed (whole episodes), then one evaluation"

@@ -122,3 +122,29 @@ def test_sweep_without_a_control_program_exits_2_with_one_line(tmp_path, monkeyp
     assert capsys.readouterr().err == f"error: --mps needs {mps.CONTROL} on PATH (it comes with the NVIDIA " \
                                       "driver's utilities)\n"
     assert not (tmp_path / "results" / "tiny" / "sweep.json").exists()
+
+
+def test_bench_e2e_with_mps_measures_as_a_client_of_its_own_daemon(control, capsys):
+    import gin
+    from harness import bench
+    tiny = ["--gin", "gin/kalmamba_noisy.gin", "--overlay", "gin/quick.gin", "--env-steps", "1000",
+            "--warmup-env-steps", "0", "--threads", "1", "--device", "cpu", "--no-eval",
+            "--bind", "Schedule.agent_steps_per_update = 16"]
+    try:
+        status = bench.main(["e2e", *tiny, "--mps"])
+    finally:
+        gin.clear_config()
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "; CUDA MPS: yes; " in out  # the header: this process measured with the daemon's variables
+    start, stop = control()
+    assert start["args"] == ["-d"] and stop["stdin"] == "quit\n" and stop["pipe"] == start["pipe"]
+    assert mps.PIPE_VARIABLE not in os.environ  # the variables leave with the daemon
+
+
+def test_bench_e2e_without_a_control_program_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from harness import bench
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench.main(["e2e", "--device", "cpu", "--mps"]) == 2
+    assert capsys.readouterr().err == f"error: --mps needs {mps.CONTROL} on PATH (it comes with the NVIDIA " \
+                                      "driver's utilities)\n"
