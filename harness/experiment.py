@@ -113,11 +113,11 @@ class Experiment:
 
     def run_dir(self, root="results") -> pathlib.Path:
         """`<root>/<experiment>/<method>[+<variant>]/<suite>/<task>[/<data>]/ctx<T>/seed<k>`, where a
-        runner with a `run_dir_level()` (the offline runner: the dataset's name) adds <data>."""
+        runner with a `run_dir_level(task)` (the offline runner: the dataset's name) adds <data>."""
         path = pathlib.Path(root) / self.name / self.label / self.suite / self.task
         level = getattr(self._runner, "run_dir_level", None)
         if level is not None:
-            path = path / level()
+            path = path / level(self.task)
         return path / f"ctx{self.context_length}" / f"seed{self.seed}"
 
 

@@ -42,7 +42,9 @@ class Offline:
     """The dataset and the budgets of one offline run, counted in gradient steps.
 
     Args:
-      dataset: path of a dataset directory written by `python -m harness.collect`.
+      dataset: path of a dataset directory written by `python -m harness.collect`; `{task}` in it
+        stands for Experiment.task, so one binding serves every task of a sweep
+        ('datasets/{task}-expert-v0', gin/sweeps/offline_expert.gin).
       gradient_steps: training budget (DT / Decision Mamba: 10 iterations x 10k steps).
       batch_size: windows per gradient step.
       eval_every: gradient steps between evaluations (also at step 0 and at the end).
@@ -68,6 +70,10 @@ class Offline:
             raise ValueError(f"Offline.target_return must be a number or None, got {target_return!r}")
         self.target_return = target_return
 
+    def dataset_for(self, task: str) -> str:
+        """The dataset path of the run on `task` (`{task}` replaced)."""
+        return self.dataset.replace("{task}", task)
+
     @property
     def total_env_steps(self):
         """The run's budget on the contract's x axis: gradient steps (module docstring)."""
@@ -77,12 +83,12 @@ class Offline:
 @gin.configurable
 class OfflineRunner:
     @staticmethod
-    def run_dir_level():
-        """The default run directory's level for the dataset: its directory name (runs on two
-        datasets of one task must not share a directory). Never raises: a missing binding is
-        reported when the runner is built."""
+    def run_dir_level(task):
+        """The default run directory's level for the dataset of the run on `task`: its directory
+        name (runs on two datasets of one task must not share a directory). Never raises: a missing
+        binding is reported when the runner is built."""
         try:
-            name = pathlib.Path(Offline().dataset).resolve().name
+            name = pathlib.Path(Offline().dataset_for(task)).resolve().name
         except ValueError:
             name = "no_dataset"
         return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", name).lstrip(".") or "dataset"
@@ -95,7 +101,7 @@ class OfflineRunner:
         random.seed(experiment.seed)
         np.random.seed(experiment.seed % 2**32)
         torch.manual_seed(experiment.seed)
-        self.dataset = datasets.read_dataset(self.schedule.dataset)
+        self.dataset = datasets.read_dataset(self.schedule.dataset_for(experiment.task))
         self.dataset_kind = self.dataset.kind
         self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
                                      seed=experiment.seed + 1_000_003)

@@ -155,3 +155,33 @@ def test_default_run_directory_names_the_dataset_and_online_ones_are_unchanged()
     config.parse(["gin/sac_noisy.gin"])
     assert config.make_experiment().run_dir("results").as_posix() == (
         "results/default/sac/noisy_state/cartpole_swingup/ctx32/seed0")
+
+
+def test_task_in_the_dataset_path_is_each_runs_own_task():
+    from harness import config
+    config.parse(["gin/offline/decision_mamba.gin"], ["Offline.dataset = 'datasets/{task}-medium-v0'",
+                                                      "Experiment.task = 'walker_walk'"])
+    assert config.make_experiment().run_dir("results").as_posix() == (
+        "results/offline/decision_mamba/noisy_state/walker_walk/walker_walk-medium-v0/ctx20/seed0")
+
+
+def test_one_dataset_binding_serves_every_task_of_a_sweep(source_run, tmp_path):
+    datasets_dir = tmp_path / "datasets"
+    result = cli("harness.collect", str(source_run), "--kind", "expert", "--episodes", "2",
+                 "--out", str(datasets_dir / "cartpole_swingup-expert-v0"))
+    assert result.returncode == 0, result.stderr
+    sweep_file = tmp_path / "offline.gin"
+    sweep_file.write_text(
+        "include 'gin/sweeps/offline_expert.gin'\n"
+        "Sweep.tasks = ['cartpole_swingup']\nSweep.seeds = [0]\nSweep.overlays = ['gin/offline/quick.gin']\n"
+        f"Sweep.bindings = [\"Offline.dataset = '{datasets_dir}/{{task}}-expert-v0'\", "
+        "'Offline.gradient_steps = 20', 'Offline.eval_every = 20', 'Offline.log_every = 10']\n"
+        f"Sweep.results_dir = '{tmp_path / 'results'}'\n")
+    result = cli("harness.sweep", "--gin", str(sweep_file), "--workers", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for policy in ("decision_transformer", "decision_mamba"):
+        run_dir = (tmp_path / "results" / "offline_expert" / policy / "noisy_state" / "cartpole_swingup"
+                   / "cartpole_swingup-expert-v0" / "ctx20" / "seed0")
+        info = json.loads((run_dir / "run.json").read_text())
+        assert (info["method"], info["dataset_kind"], info["task"], info["status"]) == \
+            (policy, "expert", "cartpole_swingup", "done")
