@@ -7,8 +7,8 @@ processes run on the GPU at the same time, and the same 8 runs trained ~2.9x as 
 (docs/benchmarks.md, "Runs sharing a GPU"). MPS changes no GPU setting: it is a daemon of the
 driver's utilities that the runs' CUDA clients connect to through a pipe directory.
 
-    with MpsDaemon() as mps:          # nvidia-cuda-mps-control -d; 'quit' on exit
-        env = mps.env                 # CUDA_MPS_PIPE_DIRECTORY, CUDA_MPS_LOG_DIRECTORY for each run
+    with MpsDaemon() as daemon:       # nvidia-cuda-mps-control -d; 'quit' on exit
+        env = daemon.env              # CUDA_MPS_PIPE_DIRECTORY, CUDA_MPS_LOG_DIRECTORY for each run
 
 `harness.sweep --mps` runs one daemon for the sweep's lifetime in a fresh directory of its own, so it
 never talks to (or stops) a daemon that someone else started. A run records in run.json's

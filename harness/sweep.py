@@ -6,7 +6,7 @@
     python -m harness.sweep --gin gin/sweeps/tiny.gin --executor ray --address auto --gpus-per-run 0.25 \
         --storage /shared/results
     python -m harness.sweep --gin gin/sweeps/leaderboard_context.gin --gpus 0 --runs-per-gpu 8 --device cuda
-    python -m harness.sweep --gin gin/sweeps/leaderboard_noisy100k.gin --gpus 0 --runs-per-gpu 24 --mps --device cuda
+    python -m harness.sweep --gin gin/sweeps/leaderboard_noisy100k.gin --gpus 0 --runs-per-gpu 8 --mps --device cuda
 
 The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 (harness/sweep_plan.py); each cell is one `python -m harness.run` whose run directory comes from
