@@ -75,9 +75,9 @@ def gpu_usage(infos):
     for _, info in infos:
         row = by_method[(info["experiment"], row_label(info))]
         row["runs"] += 1
-        seconds = info.get("gpu_seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
-            row["gpu_seconds"] += float(seconds)
+        seconds = _seconds(info.get("gpu_seconds"))
+        if seconds is not None:
+            row["gpu_seconds"] += seconds
         else:
             row["runs_without_record"] += 1
     methods = [{"experiment": e, "method": m, "runs": row["runs"], "runs_without_record": row["runs_without_record"],
@@ -100,12 +100,19 @@ def sweep_gpu_time(manifests, root):
     rows = []
     for path in manifests:
         try:
-            seconds = json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held")
+            seconds = _seconds(json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held"))
         except (OSError, ValueError, AttributeError):
             continue  # records.load_results lists an unreadable manifest among the exclusions
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
+        if seconds is not None:
             rows.append({"sweep": pathlib.Path(path).relative_to(root).as_posix(), "gpu_hours_held": seconds / 3600})
     return rows
+
+
+def _seconds(value):
+    """A recorded duration as a float, None unless it is a number >= 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
 
 def machines(infos):

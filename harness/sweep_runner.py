@@ -40,30 +40,28 @@ class Manifest:
     def __init__(self, sweep: Sweep, runs: list[dict], executor: str):
         self.path = sweep.directory / MANIFEST
         self.sweep_dir = sweep.directory
-        old = self._load_previous()
+        old_runs, held = self._load_previous()
         for run in runs:  # keep the history of earlier invocations
-            run["attempts"] = old.get(run["id"], {}).get("attempts", 0)
-            run["last_failure"] = old.get(run["id"], {}).get("last_failure")
+            run["attempts"] = old_runs.get(run["id"], {}).get("attempts", 0)
+            run["last_failure"] = old_runs.get(run["id"], {}).get("last_failure")
             run["status"] = rundir.DONE if self.run_status(run) == rundir.DONE else PENDING
         self.data = {"name": sweep.name, "grid": sweep.describe(), "executor": executor,
                      "started_at": rundir.now_iso(), "runs": runs}
         self.runs = {run["id"]: run for run in runs}
-        self.earlier_gpu_seconds_held = self._load_earlier_gpu_seconds_held()
-        if self.earlier_gpu_seconds_held:
-            self.data["gpu_seconds_held"] = self.earlier_gpu_seconds_held
+        self.earlier_gpu_seconds_held = held
+        if held:
+            self.data["gpu_seconds_held"] = held
 
     def _load_previous(self):
+        """({run id: entry}, gpu_seconds_held) of the manifest an earlier invocation left; empty, 0.0
+        where there is none or it is unreadable."""
         try:
-            return {r["id"]: r for r in json.loads(self.path.read_text())["runs"]}
+            data = json.loads(self.path.read_text())
+            runs = {r["id"]: r for r in data["runs"]}
         except (OSError, ValueError, KeyError, TypeError):
-            return {}
-
-    def _load_earlier_gpu_seconds_held(self) -> float:
-        try:
-            seconds = json.loads(self.path.read_text()).get("gpu_seconds_held", 0.0)
-        except (OSError, ValueError, AttributeError):
-            return 0.0
-        return float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0
+            return {}, 0.0
+        held = data.get("gpu_seconds_held")
+        return runs, float(held) if isinstance(held, (int, float)) and not isinstance(held, bool) else 0.0
 
     def record_gpu_time(self, executor) -> None:
         """`gpu_seconds_held`: the GPU time of every invocation of this sweep so far, each GPU counted
