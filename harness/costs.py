@@ -22,6 +22,8 @@ import pathlib
 
 import numpy as np
 
+from harness.rundir import recorded_seconds
+
 MACHINE_FIELDS = ("cuda_device", "cpu_model", "cpu_count", "torch", "platform")
 
 
@@ -75,7 +77,7 @@ def gpu_usage(infos):
     for _, info in infos:
         row = by_method[(info["experiment"], row_label(info))]
         row["runs"] += 1
-        seconds = _seconds(info.get("gpu_seconds"))
+        seconds = recorded_seconds(info.get("gpu_seconds"))
         if seconds is not None:
             row["gpu_seconds"] += seconds
         else:
@@ -100,19 +102,12 @@ def sweep_gpu_time(manifests, root):
     rows = []
     for path in manifests:
         try:
-            seconds = _seconds(json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held"))
+            seconds = recorded_seconds(json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held"))
         except (OSError, ValueError, AttributeError):
             continue  # records.load_results lists an unreadable manifest among the exclusions
         if seconds is not None:
             rows.append({"sweep": pathlib.Path(path).relative_to(root).as_posix(), "gpu_hours_held": seconds / 3600})
     return rows
-
-
-def _seconds(value):
-    """A recorded duration as a float, None unless it is a number >= 0."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    return None
 
 
 def machines(infos):

@@ -62,6 +62,14 @@ class RunDirectoryError(ValueError):
     """The directory cannot be used as asked; the message is one line for the user."""
 
 
+def recorded_seconds(value) -> float | None:
+    """A duration read back from a record (run.json's `gpu_seconds`, sweep.json's `gpu_seconds_held`)
+    as a float, None unless it is a finite number >= 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
 def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -264,9 +272,7 @@ class RunDirectory:
         processes recorded) plus, when `on_gpu`, this process's time.monotonic() seconds since `since`.
         Written at every checkpoint and at the end, so a process killed by SIGKILL loses only the time
         since its last checkpoint."""
-        recorded = recorded_s if isinstance(recorded_s, (int, float)) and not isinstance(recorded_s, bool) \
-            and math.isfinite(recorded_s) and recorded_s > 0 else 0.0
-        self._gpu_clock = (float(recorded), float(since), bool(on_gpu))
+        self._gpu_clock = (recorded_seconds(recorded_s) or 0.0, float(since), bool(on_gpu))
 
     def write_info(self, info):
         self.path.mkdir(parents=True, exist_ok=True)

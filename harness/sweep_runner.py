@@ -60,8 +60,7 @@ class Manifest:
             runs = {r["id"]: r for r in data["runs"]}
         except (OSError, ValueError, KeyError, TypeError):
             return {}, 0.0
-        held = data.get("gpu_seconds_held")
-        return runs, float(held) if isinstance(held, (int, float)) and not isinstance(held, bool) else 0.0
+        return runs, rundir.recorded_seconds(data.get("gpu_seconds_held")) or 0.0
 
     def record_gpu_time(self, executor) -> None:
         """`gpu_seconds_held`: the GPU time of every invocation of this sweep so far, each GPU counted
