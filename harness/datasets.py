@@ -112,7 +112,7 @@ def write_dataset(path, episodes, metadata):
     metadata = {**metadata, "true_obs": has_true_obs, "episodes": len(episodes),
                 "return_mean": float(returns.mean()), "return_std": float(returns.std())}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.absolute().with_name(f".{path.name}.tmp{os.getpid()}")  # Minari sizes files by a path it joins
     try:
         tmp.mkdir()
         storage = MinariStorage.new(tmp / "data", observation_space=obs_space, action_space=action_space,

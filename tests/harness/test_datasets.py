@@ -47,6 +47,16 @@ def test_minari_round_trip_keeps_every_array(tmp_path, true_obs):
     assert loaded.metadata["true_obs"] is true_obs and loaded.metadata["run"] == "results/x"
 
 
+def test_a_relative_path_writes_and_reads_as_an_absolute_one(tmp_path, monkeypatch):
+    """`--out datasets/<name>` from the repository root: Minari joins the path it is given twice."""
+    monkeypatch.chdir(tmp_path)
+    episodes = make_episodes()
+    written = datasets.write_dataset("datasets/cart-expert-v0", episodes, META)
+    assert str(written) == "datasets/cart-expert-v0" and not list((tmp_path / "datasets").glob(".*"))
+    loaded = datasets.read_dataset("datasets/cart-expert-v0")
+    np.testing.assert_array_equal(loaded.episodes[1].obs, episodes[1].obs)
+
+
 def test_minari_itself_reads_the_dataset_by_id(tmp_path, monkeypatch):
     import minari
     datasets.write_dataset(tmp_path / "cart-expert-v0", make_episodes(), META)
