@@ -127,3 +127,25 @@ def test_agent_fits_a_return_conditioned_target(policy_class, mixer):
     assert np.mean(losses[-10:]) < 0.1 * np.mean(losses[:5])
     action, state = agent.act(agent.initial_state(1), np.array([700.0]), np.zeros((1, O)), np.array([0]))
     assert action.shape == (1, A) and np.all(action > 0.5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_update_metrics_live_on_the_agents_device_and_reduce_in_one_transfer(device):
+    """The runner stacks every metric of an update into one tensor: one on another device breaks that
+    (the learning rate was a CPU tensor: every offline run on a GPU failed at its first train line)."""
+    from harness import train_metrics
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    agent = ReturnConditionedAgent(DecisionTransformer((O,), A, mixer=MIXERS["attention"], embed_dim=16,
+                                                       context_length=4), A, lr=1e-3, warmup_steps=4).to(device)
+    batch = {"returns_to_go": rng.uniform(0, 100, (3, 4)).astype(np.float32),
+             "obs": rng.normal(size=(3, 4, O)).astype(np.float32),
+             "actions": rng.uniform(-1, 1, (3, 4, A)).astype(np.float32), "timesteps": np.tile(np.arange(4), (3, 1))}
+    metrics = {}
+    for _ in range(2):
+        for key, value in agent.update(batch).items():
+            assert value.device.type == torch.device(device).type, key
+            metrics.setdefault(key, []).append(value)
+    means = train_metrics.mean_on_host(metrics)
+    assert means["train/policy/lr"] == pytest.approx(np.mean([1e-3 / 4, 2e-3 / 4]), rel=1e-6)
