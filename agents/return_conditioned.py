@@ -45,11 +45,11 @@ class ReturnConditionedAgent:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
-        lr = self.scheduler.get_last_lr()[0]  # this update's learning rate (on the device: one stack per log)
+        lr = self.scheduler.get_last_lr()[0]  # this update's learning rate
         self.optimizer.step()
         self.scheduler.step()
         return {"policy/action_mse": loss.detach(), "policy/grad_norm": grad_norm.detach(),
-                "policy/lr": torch.tensor(lr, device=self.device)}
+                "policy/lr": torch.full((), lr, device=self.device)}  # a fill kernel, not a host copy
 
     # -- acting --------------------------------------------------------------------------------
     def initial_state(self, batch_size=1):

@@ -25,6 +25,7 @@ import re
 import shutil
 
 import numpy as np
+import torch
 
 DATASET_KINDS = ("replay", "expert", "medium")
 META_KEY = "harness"
@@ -194,6 +195,35 @@ class WindowSampler:
                                       for i, e in enumerate(episodes)])
 
     def sample(self, batch_size, rng: np.random.Generator):
-        index = rng.choice(self.starts, size=batch_size)[:, None] + np.arange(self.length)
+        return self.windows(rng.choice(self.starts, size=batch_size))
+
+    def windows(self, starts):
+        """The windows that begin at the flat indices `starts` (B,), as (B, K, ...) arrays."""
+        index = np.asarray(starts)[:, None] + np.arange(self.length)
         return {"returns_to_go": self.returns_to_go[index], "obs": self.obs[index],
                 "actions": self.actions[index], "timesteps": self.timesteps[index]}
+
+
+class DeviceWindowSampler:
+    """`WindowSampler`'s arrays held on a torch device and sampled there.
+
+    A training step then copies nothing from the host: a blocking host-to-device copy of each
+    sampled field would make the step wait for the GPU to finish the work queued before it. Starts
+    are drawn by torch's generator of that device (captured in checkpoints by harness.rng_state).
+    `windows` is `WindowSampler.windows` on tensors (tested equal).
+    """
+
+    def __init__(self, sampler: WindowSampler, device):
+        self.length = sampler.length
+        self.fields = {name: torch.as_tensor(getattr(sampler, name), device=device)
+                       for name in ("returns_to_go", "obs", "actions", "timesteps")}
+        self.starts = torch.as_tensor(sampler.starts, device=device)
+        self._offsets = torch.arange(sampler.length, device=device)
+
+    def sample(self, batch_size):
+        pick = torch.randint(len(self.starts), (batch_size,), device=self.starts.device)
+        return self.windows(self.starts[pick])
+
+    def windows(self, starts):
+        index = starts[:, None] + self._offsets
+        return {name: values[index] for name, values in self.fields.items()}

@@ -108,13 +108,15 @@ class OfflineRunner:
         self._check_dataset()
         policy = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim,
                                         context_length=experiment.context_length)
-        self.sampler = datasets.WindowSampler(self.dataset, experiment.context_length)
-        policy.set_obs_normalisation(self.sampler.obs.mean(0), self.sampler.obs.std(0))
+        windows = datasets.WindowSampler(self.dataset, experiment.context_length)
+        policy.set_obs_normalisation(windows.obs.mean(0), windows.obs.std(0))
+        self.sampler = datasets.DeviceWindowSampler(windows, self.device)
         self.agent = experiment.agent(policy=policy, action_dim=self.env.action_dim).to(self.device)
         returns = self.dataset.returns()
         self.target_return = float(returns.max() if self.schedule.target_return is None
                                    else self.schedule.target_return)
-        self.rng = np.random.default_rng(experiment.seed)
+        self.rng = np.random.default_rng(experiment.seed)  # unused here; checkpointed with the global
+        # generators (harness.rng_state), from which the sampler and dropout draw
         self.counters = {"env_step": 0, "next_eval": 0, "next_log": self.schedule.log_every,
                          "next_checkpoint": self.schedule.checkpoint_every, "wall_clock_s": 0.0,
                          "metrics_bytes": 0, "eval_s": 0.0, "last_log_step": 0, "last_log_clock": 0.0,
@@ -153,7 +155,7 @@ class OfflineRunner:
             if c["next_eval"] == 0:
                 self._evaluate(clock())
             while c["env_step"] < s.gradient_steps:
-                for key, value in self.agent.update(self.sampler.sample(s.batch_size, self.rng)).items():
+                for key, value in self.agent.update(self.sampler.sample(s.batch_size)).items():
                     self._train_metrics[key].append(value.detach())
                 c["env_step"] += 1
                 bar.update(1)

@@ -20,6 +20,7 @@ from harness import rundir
 RESUMABLE_BINDINGS = frozenset({
     "Schedule.total_env_steps", "Schedule.eval_every", "Schedule.checkpoint_every",
     "Schedule.log_every", "Schedule.video_every", "Schedule.keep_checkpoints_at", "make_env.render_size",
+    "Offline.gradient_steps", "Offline.eval_every", "Offline.checkpoint_every", "Offline.log_every",
 })
 
 

@@ -149,3 +149,21 @@ def test_update_metrics_live_on_the_agents_device_and_reduce_in_one_transfer(dev
             metrics.setdefault(key, []).append(value)
     means = train_metrics.mean_on_host(metrics)
     assert means["train/policy/lr"] == pytest.approx(np.mean([1e-3 / 4, 2e-3 / 4]), rel=1e-6)
+
+
+@pytest.mark.parametrize("policy_class, mixer", [(DecisionTransformer, "attention"), (DecisionMamba, "mamba")])
+def test_an_update_on_device_windows_reads_nothing_on_the_host(policy_class, mixer, tmp_path):
+    """The offline training step never waits for the GPU: no host read of a tensor (the optimizer's
+    own step aside, as for the online agents) and no host copy of the batch, drawn on the device."""
+    from harness import datasets
+    from tests.agents.test_no_host_sync import forbid_host_reads
+    from tests.harness.test_datasets import META, make_episodes
+    datasets.write_dataset(tmp_path / "d", make_episodes(lengths=(12, 15)), META)
+    windows = datasets.DeviceWindowSampler(datasets.WindowSampler(datasets.read_dataset(tmp_path / "d"), 6), "cpu")
+    torch.manual_seed(0)
+    agent = ReturnConditionedAgent(policy_class((O,), 1, mixer=MIXERS[mixer], embed_dim=16, context_length=6),
+                                   1, lr=1e-3, warmup_steps=4)
+    agent.update(windows.sample(8))
+    with forbid_host_reads([agent.optimizer]):
+        metrics = agent.update(windows.sample(8))
+    assert all(value.dim() == 0 for value in metrics.values())

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from harness import datasets
 from harness.datasets import DatasetError, Episode
@@ -109,3 +110,21 @@ def test_windows_stay_inside_one_episode_and_carry_its_returns_to_go(tmp_path):
         np.testing.assert_array_equal(batch["actions"][b], episode.actions[t0:t0 + 6])
     with pytest.raises(DatasetError, match="shorter than the context length"):
         datasets.WindowSampler(datasets.read_dataset(tmp_path / "d"), 14)
+
+
+def test_device_sampler_draws_the_reference_samplers_windows(tmp_path):
+    """DeviceWindowSampler (tensors, drawn by torch) against WindowSampler (numpy): the same windows
+    for the same starts, and every start it draws is one of the reference's valid starts."""
+    datasets.write_dataset(tmp_path / "d", make_episodes(lengths=(4, 9, 13)), META)
+    reference = datasets.WindowSampler(datasets.read_dataset(tmp_path / "d"), 6)
+    fast = datasets.DeviceWindowSampler(reference, "cpu")
+    starts = np.random.default_rng(0).choice(reference.starts, size=50)
+    expected, got = reference.windows(starts), fast.windows(torch.as_tensor(starts))
+    for name in ("returns_to_go", "obs", "actions", "timesteps"):
+        np.testing.assert_array_equal(got[name].numpy(), expected[name])
+        assert got[name].dtype == torch.as_tensor(expected[name]).dtype
+    torch.manual_seed(0)
+    batch = fast.sample(4000)
+    first_obs = batch["obs"][:, 0].numpy()
+    drawn = {int(np.flatnonzero((reference.obs == row).all(1))[0]) for row in first_obs}
+    assert drawn == set(reference.starts.tolist())  # every valid start, and nothing else, is drawn

@@ -119,6 +119,34 @@ def test_bad_datasets_exit_2_with_one_line_and_write_nothing(capsys, tmp_path, c
     assert not out.exists()
 
 
+def test_resume_continues_the_interrupted_run_exactly(capsys, tmp_path):
+    """Stopped after 20 gradient steps, then --resume to 40: the same train and eval lines as 40 in
+    one go (the sampler's and dropout's streams are restored from the checkpoint)."""
+    dataset = tmp_path / "dataset"
+    datasets.write_dataset(dataset, make_episodes(lengths=(30, 40)), META)
+    cadence = ["--bind", "Offline.eval_every = 20", "--bind", "Offline.log_every = 10",
+               "--bind", "Offline.checkpoint_every = 20"]
+
+    def lines(out):
+        drop = {"wall_clock_s", "updates_per_s", "act_ms_per_step"}
+        return [{k: v for k, v in json.loads(line).items() if k not in drop}
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    status, err, whole = offline_main(capsys, tmp_path / "whole", dataset, *cadence,
+                                      "--bind", "Offline.gradient_steps = 40")
+    assert status == 0, err
+    status, err, parts = offline_main(capsys, tmp_path / "parts", dataset, *cadence,
+                                      "--bind", "Offline.gradient_steps = 20")
+    assert status == 0, err
+    info = json.loads((parts / "run.json").read_text())  # as if stopped after the checkpoint at 20
+    (parts / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    status, err, parts = offline_main(capsys, tmp_path / "parts", dataset, *cadence,
+                                      "--bind", "Offline.gradient_steps = 40", "--resume")
+    assert status == 0, err
+    assert [line["env_step"] for line in lines(parts) if line["kind"] == "eval"] == [0, 20, 40], err
+    assert lines(parts) == lines(whole)
+
+
 def test_offline_run_without_a_dataset_binding_exits_2(capsys, tmp_path):
     out = tmp_path / "run"
     status = run.main(["--gin", "gin/offline/decision_mamba.gin", "--no-progress", "--out", str(out)])
