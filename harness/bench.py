@@ -1,4 +1,4 @@
-"""Benchmarks that print a table: `python -m harness.bench {acting,e2e,env,kalman,model-fit,models} [options]`.
+"""Benchmarks that print a table: `python -m harness.bench {acting,e2e,env,kalman,model-fit,models,offline} [options]`.
 
     python -m harness.bench env      env steps/s per suite, with and without rendering
     python -m harness.bench kalman   sequential vs parallel vs Triton Kalman filter+smoother, Mamba scans
@@ -6,6 +6,7 @@
     python -m harness.bench model-fit  full-size KalMamba fitted to prefill data: held-out ELBO, clip rate
     python -m harness.bench acting   per-step acting latency of the offline sequence policies
     python -m harness.bench e2e      env steps/s of the real training loop; --concurrent: N runs per GPU
+    python -m harness.bench offline  updates/s of the offline training step, windows drawn on the host or device
 
 `python -m harness.bench NAME --help` lists a benchmark's own options. Each benchmark lives in
 `harness/benchmarks/<name>.py` and exposes `main(argv)`.
@@ -16,7 +17,7 @@ import sys
 
 from harness.cli import CliParser
 
-BENCHMARKS = ("acting", "e2e", "env", "kalman", "model-fit", "models")
+BENCHMARKS = ("acting", "e2e", "env", "kalman", "model-fit", "models", "offline")
 
 
 def main(argv=None):
