@@ -284,7 +284,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         raise AggregationError(f"nothing to aggregate in {results_dir}: {why}")
     infos = records_lib.run_infos(results_dir)
     gpu = costs.gpu_usage(infos)
-    held = costs.sweep_gpu_time(records_lib.sweep_manifests(results_dir), results_dir)
+    held = costs.sweep_gpu_time(records_lib.sweep_manifests(results_dir))
     if held:  # only where a sweep recorded it, so older records aggregate as before
         gpu["sweeps"] = held
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,

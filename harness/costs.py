@@ -8,7 +8,7 @@
     gpu_usage(infos)              GPU hours from run.json's `gpu_seconds`, of every run whatever its
                                   status (time spent on a failed run was spent), per experiment and row;
                                   runs that shared a GPU each count their whole wall clock
-    sweep_gpu_time(manifests, root)  GPU hours the sweeps under root held (sweep.json's `gpu_seconds_held`:
+    sweep_gpu_time(manifests)     GPU hours the sweeps under a root held (sweep.json's `gpu_seconds_held`:
                                   each GPU while it ran at least one run, so shared GPUs count once)
     machines(infos)               the machines runs were trained on (run.json's `machines`)
 
@@ -17,8 +17,6 @@ come out sorted, so tables built from them are the same for the same records.
 """
 import collections
 import itertools
-import json
-import pathlib
 
 import numpy as np
 
@@ -96,17 +94,14 @@ def gpu_usage(infos):
             "by_experiment": experiments, "by_method": methods}
 
 
-def sweep_gpu_time(manifests, root):
-    """[{'sweep': the manifest's path relative to root, 'gpu_hours_held': h}] of every sweep manifest
-    (harness.records.sweep_manifests) that records `gpu_seconds_held` (harness.sweep_runner)."""
+def sweep_gpu_time(manifests):
+    """[{'sweep': the manifest's path, 'gpu_hours_held': h}] of every sweep manifest that records
+    `gpu_seconds_held` (harness.sweep_runner). `manifests`: harness.records.sweep_manifests(root)."""
     rows = []
-    for path in manifests:
-        try:
-            seconds = recorded_seconds(json.loads(pathlib.Path(path).read_text()).get("gpu_seconds_held"))
-        except (OSError, ValueError, AttributeError):
-            continue  # records.load_results lists an unreadable manifest among the exclusions
+    for path, data in manifests:
+        seconds = recorded_seconds(data.get("gpu_seconds_held"))
         if seconds is not None:
-            rows.append({"sweep": pathlib.Path(path).relative_to(root).as_posix(), "gpu_hours_held": seconds / 3600})
+            rows.append({"sweep": path, "gpu_hours_held": seconds / 3600})
     return rows
 
 

@@ -203,8 +203,26 @@ def run_infos(root):
 
 
 def sweep_manifests(root):
-    """Paths of every sweep manifest (sweep.json) under `root`, sorted; run directories are not entered."""
-    return _walk(root)[1] if pathlib.Path(root).is_dir() else []
+    """[(path relative to root, sweep.json dict)] of every readable sweep manifest under `root`, sorted
+    by path (`load_results` lists an unreadable one among its exclusions)."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for manifest in _walk(root)[1]:
+        data = _read_manifest(manifest)
+        if data is not None:
+            found.append((_relative(manifest, root), data))
+    return found
+
+
+def _read_manifest(path):
+    """A sweep manifest's dict, or None when it is unreadable or not a JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _read_info(path):
@@ -292,12 +310,12 @@ def _manifest_exclusions(root, manifests, seen_dirs):
     """Runs a sweep manifest lists whose directory holds no run.json."""
     exclusions = []
     for manifest in manifests:
-        try:
-            runs = json.loads(manifest.read_text()).get("runs", [])
-        except (OSError, ValueError, AttributeError):
+        data = _read_manifest(manifest)
+        if data is None:
             exclusions.append(Exclusion(_relative(manifest, root), "invalid",
                                         f"sweep manifest {MANIFEST_FILE} is unreadable"))
             continue
+        runs = data.get("runs", [])
         for run in runs if isinstance(runs, list) else []:
             if not isinstance(run, dict) or not run.get("run_dir"):
                 continue
