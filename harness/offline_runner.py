@@ -115,8 +115,6 @@ class OfflineRunner:
         returns = self.dataset.returns()
         self.target_return = float(returns.max() if self.schedule.target_return is None
                                    else self.schedule.target_return)
-        self.rng = np.random.default_rng(experiment.seed)  # unused here; checkpointed with the global
-        # generators (harness.rng_state), from which the sampler and dropout draw
         self.counters = {"env_step": 0, "next_eval": 0, "next_log": self.schedule.log_every,
                          "next_checkpoint": self.schedule.checkpoint_every, "wall_clock_s": 0.0,
                          "metrics_bytes": 0, "eval_s": 0.0, "last_log_step": 0, "last_log_clock": 0.0,
@@ -236,7 +234,7 @@ class OfflineRunner:
         self.run_dir.save_state({
             "counters": dict(c), "agent": self.agent.state_dict(),
             "pending": {"train_metrics": dict(self._train_metrics), "last_eval_return": self.last_eval_return},
-            "rng": rng_state.capture(self.rng)})
+            "rng": rng_state.capture()})  # the sampler and dropout draw from torch's generators
         self.run_dir.update_info(env_steps=c["env_step"], checkpoint_env_step=c["env_step"],
                                  wall_clock_s=round(c["wall_clock_s"], 3))
 
@@ -249,5 +247,5 @@ class OfflineRunner:
             self._train_metrics[key] = [torch.as_tensor(v, device=self.device) for v in values]
         self.last_eval_return = state["pending"]["last_eval_return"]
         self.agent.load_state_dict(state["agent"])
-        rng_state.restore(self.rng, state["rng"])
+        rng_state.restore(None, state["rng"])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
