@@ -8,7 +8,9 @@ default: `.../<task>/<dataset directory name>/ctx<K>/seed<k>`.
 No environment step is taken for training, so the x axis is gradient steps: metrics lines carry
 them in `env_step` (the contract's x axis; also written as `gradient_step`), and run.json's
 `env_steps` / `total_env_steps` count gradient steps. Eval lines add `target_return` (the return
-the policy was conditioned on) and `act_ms_per_step` (median wall clock of one acting call).
+the policy was conditioned on), and `act_ms_per_step`: the median wall clock of one acting call,
+which acts for all `act_batch` evaluation episodes at once (`evaluate_episodes`; batch-1 latencies
+are `python -m harness.bench acting`'s).
 
 Building refuses, with one-line errors (exit 2 from harness.run), a missing or malformed dataset,
 one of another suite, task or noise than the experiment's environment, and a dataset whose
@@ -106,6 +108,7 @@ class OfflineRunner:
         self.env = experiment.env_fn(suite=experiment.suite, task=experiment.task,
                                      seed=experiment.seed + 1_000_003)
         self._check_dataset()
+        self._envs = [self.env]
         policy = experiment.world_model(obs_shape=self.env.obs_shape, action_dim=self.env.action_dim,
                                         context_length=experiment.context_length)
         windows = datasets.WindowSampler(self.dataset, experiment.context_length)
@@ -176,39 +179,29 @@ class OfflineRunner:
     def _evaluate(self, clock):
         c = self.counters
         began = time.perf_counter()
-        episodes = [self._run_eval_episode(i) for i in range(self.schedule.eval_episodes)]
+        evaluation = c["env_step"] // self.schedule.eval_every
+        seeds = [self.experiment.seed * 7919 + evaluation * 1000 + i for i in range(self.schedule.eval_episodes)]
+        returns, times = evaluate_episodes(self.agent, self._eval_envs(), seeds, self.target_return)
         c["eval_s"] += time.perf_counter() - began
-        returns = [total for total, _ in episodes]
         self.last_eval_return = float(np.mean(returns))
         self.run_dir.append_metrics({
             "kind": "eval", "env_step": c["env_step"], "gradient_step": c["env_step"],
             "return_mean": self.last_eval_return, "return_std": float(np.std(returns)),
             "returns": [float(r) for r in returns], "target_return": self.target_return,
-            "act_ms_per_step": statistics.median(ms for _, times in episodes for ms in times),
+            "act_ms_per_step": statistics.median(times), "act_batch": len(seeds),
             "wall_clock_s": round(clock, 3)})
         if self.tensorboard:
             self.tensorboard.write(c["env_step"], {"eval/return": self.last_eval_return})
         while c["next_eval"] <= c["env_step"]:
             c["next_eval"] += self.schedule.eval_every
 
-    def _run_eval_episode(self, index):
-        """(undiscounted return, [ms per acting call]) of one episode conditioned on target_return."""
-        evaluation = self.counters["env_step"] // self.schedule.eval_every
-        obs, _ = self.env.reset(seed=self.experiment.seed * 7919 + evaluation * 1000 + index)
-        state = self.agent.initial_state(1)
-        to_go, total, timestep, done, times = self.target_return, 0.0, 0, False, []
-        while not done:
-            began = time.perf_counter()
-            action, state = self.agent.act(state, [to_go], obs[None], [timestep])
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            times.append(1e3 * (time.perf_counter() - began))
-            obs, reward, terminated, truncated, _ = self.env.step(action[0])
-            total += reward
-            to_go -= reward
-            timestep += 1
-            done = terminated or truncated
-        return total, times
+    def _eval_envs(self):
+        """One environment per evaluation episode (the first is `env`); each reset reseeds all of
+        an environment's random streams, so which one plays an episode changes nothing."""
+        while len(self._envs) < self.schedule.eval_episodes:
+            e = self.experiment
+            self._envs.append(e.env_fn(suite=e.suite, task=e.task, seed=e.seed + 1_000_003 + len(self._envs)))
+        return self._envs[:self.schedule.eval_episodes]
 
     def _log_train(self, clock):
         c = self.counters
@@ -249,3 +242,29 @@ class OfflineRunner:
         self.agent.load_state_dict(state["agent"])
         rng_state.restore(None, state["rng"])
         self.run_dir.truncate_metrics(self.counters["metrics_bytes"])
+
+
+def evaluate_episodes(agent, envs, seeds, target_return):
+    """Episodes conditioned on `target_return`, one per env, reset with `seeds` and played in
+    lockstep: one acting call per agent step for all of them (a finished episode's row keeps acting
+    on its last observation; its actions are dropped). Returns (undiscounted returns (N,),
+    [ms per acting call, the device synchronised]). Each row is the episode one env alone would
+    play (tests/harness/test_offline.py checks it against one call per episode)."""
+    n = len(envs)
+    obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)])
+    state = agent.initial_state(n)
+    to_go, totals, live = np.full(n, float(target_return)), np.zeros(n), np.ones(n, bool)
+    timestep, times = 0, []
+    while live.any():
+        began = time.perf_counter()
+        actions, state = agent.act(state, to_go, obs, np.full(n, timestep))
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize(agent.device)
+        times.append(1e3 * (time.perf_counter() - began))
+        for i in np.flatnonzero(live):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(actions[i])
+            totals[i] += reward
+            to_go[i] -= reward
+            live[i] = not (terminated or truncated)
+        timestep += 1
+    return totals, times

@@ -1,5 +1,5 @@
-"""`python -m harness.bench offline`: updates/s of the offline track's training step, per policy and
-per way of drawing its training windows.
+"""`python -m harness.bench offline`: updates/s of the offline track's training step, per policy, per
+way of drawing its training windows and per execution mode.
 
     python -m harness.bench offline [--gin gin/offline/decision_transformer.gin gin/offline/decision_mamba.gin]
                                     [--overlay FILE ...] [--bind 'Name.param=value'] [--updates 300]
@@ -8,11 +8,13 @@ per way of drawing its training windows.
 
 Each policy is built from its gin file as `harness.run` builds it (context length, batch size and
 optimiser from the experiment) on a random dataset of --episodes episodes, then makes --updates
-training steps in a loop, as `OfflineRunner` does, twice: windows drawn by the numpy `WindowSampler`
+training steps in a loop, as `OfflineRunner` does: with windows drawn by the numpy `WindowSampler`
 on the host (each update then copies its batch to the device) and by the `DeviceWindowSampler` on
-the device. The device is synchronised only before and after each loop, so the rate includes
-whatever the loop waits for. Defaults: walker_walk's shapes, 100 episodes of 500 agent steps.
+the device, eagerly, and on CUDA also with the update recorded as a CUDA graph (what runs use
+there). Every row starts from the same weights. The device is synchronised only before and after
+each loop, so the rate includes whatever the loop waits for. Defaults: walker_walk's shapes, 100 episodes of 500 agent steps.
 """
+import copy
 import sys
 import time
 
@@ -52,19 +54,21 @@ def main(argv=None):
             return 2
         host = datasets.WindowSampler(_random_dataset(args), experiment.context_length)
         policy.set_obs_normalisation(host.obs.mean(0), host.obs.std(0))
-        agent = experiment.agent(policy=policy, action_dim=args.action_dim).to(device)
         on_device = datasets.DeviceWindowSampler(host, device)
         rng = np.random.default_rng(0)
-        draws = {"host (numpy)": lambda: host.sample(batch_size, rng),
-                 "device": lambda: on_device.sample(batch_size)}
-        for name, draw in draws.items():
-            seconds = _loop_seconds(agent, draw, args.updates, device)
-            rows.append([experiment.label, name, str(batch_size), str(experiment.context_length),
+        cases = [("host (numpy)", lambda: host.sample(batch_size, rng), "none"),
+                 ("device", lambda: on_device.sample(batch_size), "none")]
+        if device.type == "cuda":
+            cases.append(("device", lambda: on_device.sample(batch_size), "graph"))
+        for name, draw, mode in cases:
+            agent = experiment.agent(policy=copy.deepcopy(policy), action_dim=args.action_dim, compile=mode)
+            seconds = _loop_seconds(agent.to(device), draw, args.updates, device)
+            rows.append([experiment.label, name, mode, str(batch_size), str(experiment.context_length),
                          f"{args.updates / seconds:.1f}", f"{1e3 * seconds / args.updates:.2f}"])
     print(f"device {args.device}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
           f"dataset {args.episodes} x {args.episode_length} steps, obs {args.obs_dim}, actions {args.action_dim}; "
           f"gin overlays: {' '.join(args.overlay) or 'none'}")
-    header = ["policy", "windows drawn on", "batch", "K", "updates/s", "ms/update"]
+    header = ["policy", "windows drawn on", "compile", "batch", "K", "updates/s", "ms/update"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")

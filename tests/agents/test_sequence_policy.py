@@ -167,3 +167,70 @@ def test_an_update_on_device_windows_reads_nothing_on_the_host(policy_class, mix
     with forbid_host_reads([agent.optimizer]):
         metrics = agent.update(windows.sample(8))
     assert all(value.dim() == 0 for value in metrics.values())
+
+
+def _windows_batches(count, B=4, K=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"returns_to_go": rng.uniform(0, 300, (B, K)).astype(np.float32),
+             "obs": rng.normal(size=(B, K, O)).astype(np.float32),
+             "actions": rng.uniform(-1, 1, (B, K, A)).astype(np.float32),
+             "timesteps": np.tile(np.arange(K), (B, 1))} for _ in range(count)]
+
+
+def test_the_device_warm_up_matches_torchs_lambda_scheduler_on_a_float_rate():
+    """Reference twin of the warm-up: AdamW with a Python float rate driven by LambdaLR (the DT code's
+    schedule) makes the same updates as the agent's rate tensor computed on the device."""
+    lr, warmup = 2e-3, 3
+    make_policy = lambda: (torch.manual_seed(0), DecisionTransformer(
+        (O,), A, mixer=MIXERS["attention"], embed_dim=16, dropout=0.0, context_length=5))[1]
+    agent = ReturnConditionedAgent(make_policy(), A, lr=lr, warmup_steps=warmup, weight_decay=1e-2)
+    reference = make_policy()
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: min((u + 1) / warmup, 1.0))
+    rates = []
+    for batch in _windows_batches(5):
+        rates.append(float(agent.update(batch)["policy/lr"]))
+        b = {k: torch.as_tensor(v) for k, v in batch.items()}
+        loss = ((reference(b["returns_to_go"], b["obs"], b["actions"], b["timesteps"]) - b["actions"]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.25)
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([lr / 3, 2 * lr / 3, lr, lr, lr], rel=1e-6)
+    for mine, theirs in zip(agent.policy.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+    assert float(agent.updates) == 5
+
+
+def test_compile_mode_is_resolved_from_the_device_and_checked():
+    policy = DecisionTransformer((O,), A, mixer=MIXERS["attention"], embed_dim=16)
+    assert ReturnConditionedAgent(policy, A).compile_mode == "none"  # auto on a CPU: eager
+    with pytest.raises(ValueError, match="compile"):
+        ReturnConditionedAgent(policy, A, compile="fast")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("policy_class, mixer", [(DecisionTransformer, "attention"), (DecisionMamba, "mamba")])
+def test_graph_updates_equal_eager_updates(policy_class, mixer):
+    """The recorded update (dropout on, warm-up under way) makes the updates of eager execution: the
+    same rates, losses and parameters, and a checkpoint taken in graph mode resumes eagerly."""
+    runs = {}
+    for mode in ("none", "graph"):
+        torch.manual_seed(0)
+        policy = policy_class((O,), A, mixer=MIXERS[mixer], embed_dim=16, dropout=0.1, context_length=5)
+        agent = ReturnConditionedAgent(policy, A, lr=1e-3, warmup_steps=4, compile=mode).to("cuda")
+        metrics = [{k: float(v) for k, v in agent.update(b).items()} for b in _windows_batches(6)]
+        runs[mode] = (agent, metrics)
+    (eager, eager_metrics), (graph, graph_metrics) = runs["none"], runs["graph"]
+    assert graph._graph is not None and graph._graph.captured
+    for mine, theirs in zip(graph_metrics, eager_metrics):
+        assert mine == pytest.approx(theirs, rel=1e-4)
+    for mine, theirs in zip(graph.policy.parameters(), eager.policy.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+    resumed = ReturnConditionedAgent(policy_class((O,), A, mixer=MIXERS[mixer], embed_dim=16, context_length=5),
+                                     A, lr=1e-3, warmup_steps=4, compile="none").to("cuda")
+    resumed.load_state_dict(graph.state_dict())
+    assert float(resumed.updates) == 6 and float(resumed.update(_windows_batches(1)[0])["policy/lr"]) == \
+        pytest.approx(1e-3)

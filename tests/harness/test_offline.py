@@ -60,7 +60,7 @@ def test_collect_train_and_evaluate_within_a_minute(source_run, tmp_path):
     assert [e["env_step"] for e in evals] == [0, 20]
     for e in evals:
         assert e["target_return"] == pytest.approx(loaded.returns().max())
-        assert e["act_ms_per_step"] > 0 and len(e["returns"]) == 1 and 0 <= e["return_mean"] <= 1000
+        assert e["act_ms_per_step"] > 0 and e["act_batch"] == 1 and len(e["returns"]) == 1 and 0 <= e["return_mean"] <= 1000
     assert [line["gradient_step"] for line in lines if line["kind"] == "train"] == [10, 20]
 
 
@@ -213,3 +213,24 @@ def test_one_dataset_binding_serves_every_task_of_a_sweep(source_run, tmp_path):
         info = json.loads((run_dir / "run.json").read_text())
         assert (info["method"], info["dataset_kind"], info["task"], info["status"]) == \
             (policy, "expert", "cartpole_swingup", "done")
+
+
+@pytest.mark.parametrize("policy_class, mixer", [("DecisionTransformer", "attention"), ("DecisionMamba", "mamba")])
+def test_lockstep_evaluation_plays_the_episodes_each_env_plays_alone(policy_class, mixer):
+    """Reference twin of the evaluation: the episodes played together in one batch, one acting call
+    per step, have the returns of one call per episode (a float64 policy on noisy cartpole)."""
+    import torch
+    import envs
+    from agents import sequence_policy
+    from agents.return_conditioned import ReturnConditionedAgent
+    from harness.offline_runner import evaluate_episodes
+    from tests.agents.test_sequence_policy import MIXERS
+    torch.manual_seed(0)
+    policy = getattr(sequence_policy, policy_class)((5,), 1, mixer=MIXERS[mixer], embed_dim=16, context_length=6)
+    agent = ReturnConditionedAgent(policy.double(), 1)
+    make = lambda i: envs.make_env("noisy_state", "cartpole_swingup", seed=i)
+    seeds = [11, 12, 13]
+    together, times = evaluate_episodes(agent, [make(i) for i in range(3)], seeds, 300.0)
+    alone = [evaluate_episodes(agent, [make(0)], [seed], 300.0)[0][0] for seed in seeds]
+    assert len(times) == 125 and len(set(np.round(together, 6))) == 3
+    np.testing.assert_allclose(together, alone, rtol=1e-9)
