@@ -12,7 +12,8 @@ training steps in a loop, as `OfflineRunner` does: with windows drawn by the num
 on the host (each update then copies its batch to the device) and by the `DeviceWindowSampler` on
 the device, eagerly, and on CUDA also with the update recorded as a CUDA graph (what runs use
 there). Every row starts from the same weights. The device is synchronised only before and after
-each loop, so the rate includes whatever the loop waits for. Defaults: walker_walk's shapes, 100 episodes of 500 agent steps.
+each loop, so the rate includes whatever the loop waits for. Defaults: walker_walk's shapes, 100
+episodes of 500 agent steps.
 """
 import copy
 import sys
