@@ -28,6 +28,22 @@ import torch
 
 Signature = tuple
 
+COMPILE_MODES = ("auto", "none", "graph")  # how an agent runs its update: see `resolve_compile`
+
+
+def check_compile(owner: str, compile: str) -> str:
+    """`compile` if it is one of COMPILE_MODES, else a ValueError naming `owner`'s setting."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"{owner}.compile must be one of {COMPILE_MODES}, got {compile!r}")
+    return compile
+
+
+def resolve_compile(compile: str, device: torch.device) -> str:
+    """The mode in use: 'graph' (CUDA graphs) or 'none' (eager); 'auto' is 'graph' on CUDA."""
+    if compile == "auto":
+        return "graph" if device.type == "cuda" else "none"
+    return compile
+
 
 def signature(inputs: dict[str, torch.Tensor]) -> Signature:
     """What a graph is specialised to: the names, shapes, dtypes and devices of its inputs."""

@@ -31,7 +31,7 @@ import gin
 import numpy as np
 import torch
 
-from agents.cuda_graph import CapturedCall, set_capturable, signature
+from agents.cuda_graph import COMPILE_MODES, CapturedCall, check_compile, resolve_compile, set_capturable, signature
 from agents.obs_normaliser import ObsNormaliser
 from agents.sac import SAC
 from models.world_model import obs_valid_kwargs
@@ -43,13 +43,11 @@ STATE = "state/"  # prefix of the belief's tensors among a captured acting step'
 class LatentSAC:
     """Acts with `world_model.step` + SAC actor; trains both from replay sequences."""
 
-    COMPILE_MODES = ("auto", "none", "graph")
+    COMPILE_MODES = COMPILE_MODES
 
     def __init__(self, world_model, action_dim, sac=SAC, obs_normaliser=ObsNormaliser, model_lr=None,
                  model_grad_clip=None, model_eps=1e-8, compile="auto"):
-        if compile not in self.COMPILE_MODES:
-            raise ValueError(f"LatentSAC.compile must be one of {self.COMPILE_MODES}, got {compile!r}")
-        self.compile = compile
+        self.compile = check_compile("LatentSAC", compile)
         self.world_model = world_model
         self.sac = sac(feature_dim=world_model.feature_dim, action_dim=action_dim)
         self.obs_normaliser = obs_normaliser(world_model.obs_shape)
@@ -85,9 +83,7 @@ class LatentSAC:
     @property
     def compile_mode(self) -> str:
         """The mode in use: 'graph' (CUDA graphs) or 'none' (eager); 'auto' is 'graph' on CUDA."""
-        if self.compile == "auto":
-            return "graph" if self.device.type == "cuda" else "none"
-        return self.compile
+        return resolve_compile(self.compile, self.device)
 
     # -- acting --------------------------------------------------------------------------------
     def initial_state(self, batch_size=1):

@@ -18,7 +18,7 @@ import gin
 import numpy as np
 import torch
 
-from agents.cuda_graph import CapturedCall, set_capturable
+from agents.cuda_graph import CapturedCall, check_compile, resolve_compile, set_capturable
 
 METRICS = ("policy/action_mse", "policy/grad_norm", "policy/lr")
 
@@ -27,15 +27,11 @@ METRICS = ("policy/action_mse", "policy/grad_norm", "policy/lr")
 class ReturnConditionedAgent:
     """Wraps a SequencePolicy with its optimizer; acting takes numpy and returns numpy."""
 
-    COMPILE_MODES = ("auto", "none", "graph")
-
     def __init__(self, policy, action_dim, lr=1e-4, weight_decay=1e-4, warmup_steps=10_000, grad_clip=0.25,
                  compile="auto"):
-        if compile not in self.COMPILE_MODES:
-            raise ValueError(f"ReturnConditionedAgent.compile must be one of {self.COMPILE_MODES}, got {compile!r}")
         self.policy = policy
         self.action_dim = action_dim
-        self.compile = compile
+        self.compile = check_compile("ReturnConditionedAgent", compile)
         self.lr, self.warmup_steps, self.grad_clip = float(lr), max(int(warmup_steps), 1), grad_clip
         self.updates = torch.zeros(())  # updates made so far, on the policy's device
         # the rate is a tensor that every update overwrites in place (AdamW reads it on the device)
@@ -55,9 +51,7 @@ class ReturnConditionedAgent:
     @property
     def compile_mode(self) -> str:
         """The mode in use: 'graph' (CUDA graphs) or 'none' (eager); 'auto' is 'graph' on CUDA."""
-        if self.compile == "auto":
-            return "graph" if self.device.type == "cuda" else "none"
-        return self.compile
+        return resolve_compile(self.compile, self.device)
 
     def _place_optimizer(self):
         """The learning rate tensors and step counters on the policy's device (capturable there:
