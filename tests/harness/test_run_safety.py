@@ -222,10 +222,25 @@ def test_sigterm_records_interrupted_and_exits_143(tmp_path):
     assert "SIGTERM" in err and "Traceback" not in err
 
 
+def _catches(pid, signum):
+    """Whether process `pid` has a handler installed for `signum` (Linux: /proc/PID/status SigCgt)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal mask from /proc")
 def test_sigint_during_start_up_prints_no_traceback(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "harness.run", *QUICK, "--out", str(tmp_path / "run")],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # inside the imports and the build of env and model
+    # Not a fixed delay: on a slow machine the signal could land before harness.run's handler is
+    # installed, where an interpreter started with SIGINT ignored (a background job) drops it. The
+    # handler for SIGTERM (which Python leaves alone) is installed together with SIGINT's, first
+    # thing in main(), before the imports and the build of env and model.
+    deadline = time.monotonic() + 120
+    while not _catches(process.pid, signal.SIGTERM):
+        assert process.poll() is None and time.monotonic() < deadline, "harness.run never installed its handlers"
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
