@@ -86,7 +86,8 @@ class KalMamba(KalmanWorldModel):
     def __init__(self, obs_shape, action_dim: int, *, transition_scale_bounds=(0.4, 0.99), d_state: int = 16,
                  d_conv: int = 4, expand: int = 2, use_mamba: bool = True, backbone_residual: bool = True,
                  regulariser_weight: float = 1.0, regulariser_reduction: str = "mean",
-                 detach_backbone_input: bool = False, use_kernel: bool = True, **kwargs):
+                 detach_backbone_input: bool = False, output_norm: bool = False, use_kernel: bool = True,
+                 **kwargs):
         super().__init__(obs_shape, action_dim, transition_scale_bounds=transition_scale_bounds, **kwargs)
         if regulariser_weight < 0.0 or regulariser_reduction not in self.REDUCTIONS:
             raise ValueError(f"KalMamba needs regulariser_weight >= 0 and regulariser_reduction in "
@@ -99,6 +100,7 @@ class KalMamba(KalmanWorldModel):
         self.input_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(self.dropout))
         self.mamba = Mamba(H, d_state=d_state, d_conv=d_conv, expand=expand, use_kernel=use_kernel) if use_mamba else None
         self.backbone_norm = nn.LayerNorm(H) if self.backbone_residual else nn.Identity()
+        self.output_norm = nn.LayerNorm(H) if output_norm else nn.Identity()
         self.backbone_output = nn.Linear(H, Z) if H != Z else nn.Identity()
         self.transition_net = nn.Sequential(nn.Linear(Z + A, H), nn.ReLU(), nn.Dropout(self.dropout),
                                             nn.Linear(H, 3 * Z))
@@ -116,16 +118,20 @@ class KalMamba(KalmanWorldModel):
     def backbone(self, x, state: MambaState | None, restart):
         """x (B, T, H), restart (B, T) -> (m (B, T, Z), last Mamba state or None); state None: fresh."""
         if self.mamba is None:
-            return self.backbone_output(x), None
+            return self._summary(x), None
         h, state = self.mamba.forward_with_state(self.backbone_norm(x), state, restart)
-        return self.backbone_output(x + h if self.backbone_residual else h), state
+        return self._summary(x + h if self.backbone_residual else h), state
 
     def backbone_step(self, x, state: MambaState | None, restart):
         """x (B, H), restart (B,) -> (m (B, Z), Mamba state or None): one step of `backbone`."""
         if self.mamba is None:
-            return self.backbone_output(x), None
+            return self._summary(x), None
         h, state = self.mamba.step(self.backbone_norm(x), state, restart)
-        return self.backbone_output(x + h if self.backbone_residual else h), state
+        return self._summary(x + h if self.backbone_residual else h), state
+
+    def _summary(self, h):
+        """h (..., H) -> m (..., Z): the optional final LayerNorm, then the output projection."""
+        return self.backbone_output(self.output_norm(h))
 
     def initial_state(self, batch_size: int) -> Belief:
         """Initial belief plus m = 0 and a zero Mamba state (all reset by the first step anyway)."""

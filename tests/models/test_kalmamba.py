@@ -383,3 +383,26 @@ def test_backbone_variants_are_what_they_say():
         x = none.backbone_input(w, a_prev)
         torch.testing.assert_close(none.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
                                    none.backbone_output(x), rtol=0, atol=1e-12)
+
+
+def test_the_output_norm_normalises_the_summary_whatever_the_input_scale():
+    """output_norm: m_t = Linear(LayerNorm(x_t + Mamba(LayerNorm(x)))) for the residual backbone and
+    Linear(LayerNorm(x_t)) without Mamba; with LayerNorm's unit gain, ||LayerNorm(h)|| = sqrt(H), so
+    every |m_t,z| <= ||W_z|| sqrt(H) + |c_z| even for a backbone input a million times too large."""
+    batch = make_batch()
+    for overrides in (dict(), dict(use_mamba=False)):
+        normed, plain = (make_model(output_norm=flag, **overrides).double().eval() for flag in (True, False))
+        assert isinstance(normed.output_norm, nn.LayerNorm) and isinstance(plain.output_norm, nn.Identity)
+        restart = batch["is_first"].clone()
+        restart[:, 0] = True
+        with torch.no_grad():
+            w, _ = normed.latent_observation(batch["obs"])
+            x = normed.backbone_input(w, batch["prev_action"].masked_fill(restart.unsqueeze(-1), 0.0))
+            h = x if normed.mamba is None else x + normed.mamba(normed.backbone_norm(x), restart)
+            torch.testing.assert_close(normed.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
+                                       normed.backbone_output(normed.output_norm(h)), rtol=0, atol=1e-12)
+            W, c = normed.backbone_output.weight, normed.backbone_output.bias
+            bound = W.norm(dim=1) * math.sqrt(normed.hidden_dim) + c.abs()
+            for model in (normed, plain):
+                m, _ = model.backbone(1e6 * x, None, restart)
+                assert (m.abs() <= bound * (1 + 1e-9)).all() == (model is normed)
