@@ -33,6 +33,7 @@ from harness import config
 
 VARIANTS = {
     "default": [],
+    "no_output_norm": ["KalMamba.output_norm = False"],
     "no_regulariser": ["KalMamba.regulariser_weight = 0.0"],
     "sum_reduction": ["KalMamba.regulariser_reduction = 'sum'"],
     "bare_mamba": ["KalMamba.backbone_residual = False"],
