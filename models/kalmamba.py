@@ -6,7 +6,7 @@ With w_t, R_t the latent observation of `models.kalman_world_model` and a_{t-1} 
 
     x_t = input_net(concat(w_t, a_{t-1}))                 Linear-ReLU-dropout, width H
     h_t = x_t + Mamba(LayerNorm(x_{<=t}))                  resets where the belief restarts
-    m_t = Linear(h_t)  (or h_t itself when H = Z)          the backbone's summary, size Z
+    m_t = Linear(LayerNorm(h_t))  (Linear: none if H = Z)  the backbone's summary, size Z
     (A_t, b_t, Q_t) = transition_net(concat(m_t, a_t))     Linear-ReLU-dropout-Linear(3 Z)
 
 with a_t = prev_action[:, t + 1] (the action taken at t), A_t = 0.4 + 0.59 sigmoid(.) in [0.4, 0.99]
@@ -16,7 +16,10 @@ the filtered belief, all of (A, b, Q) exist before filtering starts: the Kalman 
 smoother both run over the whole sequence at once (`models.kalman`: fused Triton kernels on CUDA,
 associative scans elsewhere, see `kalman_backend`), and the Mamba scan is parallel too.
 `backbone_residual = False` gives the bare block h_t = Mamba(x_{<=t}); `use_mamba = False` the
-"without Mamba" ablation h_t = x_t.
+"without Mamba" ablation h_t = x_t. The LayerNorm before the summary is the final norm a Mamba model
+ends with (`output_norm`; our choice, the paper is silent): without it nothing bounds m_t, and on
+walker_walk the regulariser's pull of m_t towards a filtered mean that itself follows b_t(m_t)
+grew m_t geometrically across updates until the loss overflowed (docs/results.md section 10).
 
 Loss: the tight ELBO of the base class plus the Mahalanobis regulariser pulling m_t towards the
 filtered belief, with d_{t,z} = (m_{t,z} - sg(mu+_{t,z}))^2 / sg(P+_{t,z}),
@@ -77,6 +80,8 @@ class KalMamba(KalmanWorldModel):
             Mahalanobis distance), see the module docstring.
         detach_backbone_input: False, the backbone reads w_t itself (the paper's figure 2: the
             backbone shares the encoder's output); True reads sg(w_t).
+        output_norm: True, LayerNorm(h_t) before the summary
+            (module docstring); False is the backbone without a final norm.
         use_kernel: let the Mamba block use mamba_ssm's CUDA kernel when available.
     """
 
@@ -86,7 +91,7 @@ class KalMamba(KalmanWorldModel):
     def __init__(self, obs_shape, action_dim: int, *, transition_scale_bounds=(0.4, 0.99), d_state: int = 16,
                  d_conv: int = 4, expand: int = 2, use_mamba: bool = True, backbone_residual: bool = True,
                  regulariser_weight: float = 1.0, regulariser_reduction: str = "mean",
-                 detach_backbone_input: bool = False, output_norm: bool = False, use_kernel: bool = True,
+                 detach_backbone_input: bool = False, output_norm: bool = True, use_kernel: bool = True,
                  **kwargs):
         super().__init__(obs_shape, action_dim, transition_scale_bounds=transition_scale_bounds, **kwargs)
         if regulariser_weight < 0.0 or regulariser_reduction not in self.REDUCTIONS:

@@ -147,7 +147,7 @@ def test_backbone_input_detach_decides_whether_the_regulariser_reaches_the_encod
     value.backward()
     for name, param in model.named_parameters():
         reached = param.grad is not None and param.grad.abs().sum() > 0
-        if name.startswith(("input_net.", "mamba.", "backbone_norm.", "backbone_output.")):
+        if name.startswith(("input_net.", "mamba.", "backbone_norm.", "output_norm.", "backbone_output.")):
             assert reached, name
         elif name.startswith(("encoder.", "obs_head.")):
             assert reached != detach, name
@@ -362,27 +362,29 @@ def test_every_backbone_variant_observes_like_successive_steps_and_continues_fro
 
 
 def test_backbone_variants_are_what_they_say():
-    """Residual: m_t = Linear(x_t + Mamba(LayerNorm(x))); bare: Linear(Mamba(x)); none: Linear(x_t)."""
+    """Residual: m_t = Linear(LN(x_t + Mamba(LayerNorm(x)))); bare: Linear(LN(Mamba(x))); none:
+    Linear(LN(x_t)); LN is the final norm (output_norm, on by default)."""
     batch = make_batch()
     residual, bare, none = (make_model(**v).double().eval() for v in
                             (dict(), dict(backbone_residual=False), dict(use_mamba=False)))
     assert none.mamba is None and not any(name.startswith("mamba.") for name, _ in none.named_parameters())
     assert "mamba_ssm" not in none.initial_state(2)
+    assert all(isinstance(model.output_norm, nn.LayerNorm) for model in (residual, bare, none))
     with torch.no_grad():
         w, _ = residual.latent_observation(batch["obs"])
         restart = batch["is_first"].clone()
         restart[:, 0] = True
         a_prev = batch["prev_action"].masked_fill(restart.unsqueeze(-1), 0.0)
         x = residual.backbone_input(w, a_prev)
-        expected = residual.backbone_output(x + residual.mamba(residual.backbone_norm(x), restart))
+        expected = residual.backbone_output(residual.output_norm(x + residual.mamba(residual.backbone_norm(x), restart)))
         torch.testing.assert_close(residual.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
                                    expected, rtol=0, atol=1e-12)
         x = bare.backbone_input(w, a_prev)  # same seed, same weights: only the wiring differs
         torch.testing.assert_close(bare.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
-                                   bare.backbone_output(bare.mamba(x, restart)), rtol=0, atol=1e-12)
+                                   bare.backbone_output(bare.output_norm(bare.mamba(x, restart))), rtol=0, atol=1e-12)
         x = none.backbone_input(w, a_prev)
         torch.testing.assert_close(none.observe(batch["obs"], batch["prev_action"], batch["is_first"])[0]["m"],
-                                   none.backbone_output(x), rtol=0, atol=1e-12)
+                                   none.backbone_output(none.output_norm(x)), rtol=0, atol=1e-12)
 
 
 def test_the_output_norm_normalises_the_summary_whatever_the_input_scale():
