@@ -15,7 +15,8 @@ method ran under several noise levels (`sac [obs 0, act 0]`). Within a group:
 - the final score of a run is its last eval point; sample-efficiency curves use the eval steps that
   every kept run of the group has. `--at-env-steps N` reads every run as it stood at env step N
   (harness/records.py): a DMC-100k table from 1M-step runs, or a common budget for runs that stopped
-  at different points.
+  at different points. `--tasks T1,T2` keeps only those tasks' runs (the others are excluded, with
+  their reason): the tasks every method has run, while a study is partial.
 
 Beside the groups: wall clock, GPU hours and machines (harness/costs.py, GPU hours over every
 run.json whatever its status), with --sweep the planned runs by state (harness/coverage.py), with
@@ -28,6 +29,7 @@ bootstraps draw from numpy's *global* RNG (its `random_state` argument does not 
 so every rliable call here runs after `np.random.seed(seed)` and also receives
 `random_state=np.random.RandomState(seed)`; the caller's global RNG state is restored afterwards.
 """
+import argparse
 import collections
 import contextlib
 import itertools
@@ -230,7 +232,7 @@ def score_matrix(runs_by_task, tasks, steps=None):
 
 
 def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS, allow_empty=False,
-              planned=None, claims=None, at_env_steps=None):
+              planned=None, claims=None, at_env_steps=None, tasks=None):
     """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
     Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
@@ -239,7 +241,9 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     (GPU hours, machines and the records' latest update, harness.costs), `excluded` (every run left
     out, with its reason) and `warnings`; with `planned` (harness.coverage.planned_runs) `coverage`,
     with `claims` (harness.claims.load_claims) each claim's measurement and verdict.
-    `at_env_steps`: score every run at that env step (records.load_results).
+    `at_env_steps`: score every run at that env step (records.load_results). `tasks`: aggregate only
+    the runs of these tasks, the others listed as excluded (e.g. the tasks every method has run while
+    a study is partial); a task no run has raises AggregationError.
     Raises records.ResultsError / AggregationError when nothing can be aggregated, unless
     `allow_empty`: then a missing or empty directory gives a result without groups.
     """
@@ -252,6 +256,9 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
             raise
         records, exclusions = [], []
     exclusions = list(exclusions)
+    if tasks:
+        records, left_out = _only_tasks(records, exclusions, tasks)
+        exclusions += left_out
     groups, included, labels = [], [], {}
     notes = [f"{r.path}: scored at env step {at_env_steps}, then {r.ended_as}"
              for r in records if r.ended_as]
@@ -289,7 +296,8 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         gpu["sweeps"] = held
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
               "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
-              "at_env_steps": at_env_steps, "num_runs_included": len(included), "groups": groups,
+              "at_env_steps": at_env_steps, "tasks": list(tasks) if tasks else None,
+              "num_runs_included": len(included), "groups": groups,
               "wall_clock": costs.wall_clock(included, labels),
               "resources": {"gpu": gpu, "machines": costs.machines(infos),
                             "records_updated_at": costs.records_updated_at(infos)},
@@ -320,6 +328,18 @@ def _task_summary(runs):
 def _run_detail(run):
     return {"seed": run.seed, "path": run.path, "env_steps": run.eval_steps.tolist(),
             "returns": run.eval_returns.tolist(), **run.provenance}
+
+
+def _only_tasks(records, exclusions, tasks):
+    """(records of `tasks`, exclusions for the others); AggregationError names a task no run has."""
+    known = {r.task for r in records} | {e.task for e in exclusions}
+    unknown = sorted(set(tasks) - known)
+    if unknown:
+        raise AggregationError(f"--tasks: no run of {', '.join(unknown)} here "
+                               f"(tasks with runs: {', '.join(sorted(t for t in known if t)) or 'none'})")
+    listed = ", ".join(tasks)
+    return ([r for r in records if r.task in tasks],
+            [_exclude(r, f"task {r.task} not in --tasks {listed}") for r in records if r.task not in tasks])
 
 
 def _exclude(record, reason):
@@ -357,12 +377,22 @@ def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out=
     parser.add_argument("--at-env-steps", type=positive_int, metavar="N",
                         help="score every run at its eval point at env step N, whatever it did after "
                              "(DMC-100k from longer runs; runs without an eval point at N are excluded)")
+    parser.add_argument("--tasks", type=_task_list, metavar="T1,T2",
+                        help="aggregate only the runs of these tasks (comma-separated), the others listed "
+                             "as excluded: e.g. the tasks every method has run while a study is partial")
     parser.add_argument("--allow-empty", action="store_true",
                         help="a missing or empty RESULTS_DIR, or one with nothing finished, still gives the "
                              "tables (saying so) instead of exit status 2")
     if extra:
         extra(parser)
     return parser.parse_args(argv)
+
+
+def _task_list(text):
+    tasks = [t.strip() for t in text.split(",")]
+    if not all(tasks) or len(set(tasks)) != len(tasks):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated task names, got {text!r}")
+    return tasks
 
 
 def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate",
@@ -378,7 +408,7 @@ def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_
         claims = claims_lib.load_claims(args.claims) if args.claims else None
         result = aggregate(args.results_dir, reps=args.reps, seed=args.seed, confidence=args.confidence,
                            allow_empty=args.allow_empty, planned=planned, claims=claims,
-                           at_env_steps=args.at_env_steps)
+                           at_env_steps=args.at_env_steps, tasks=args.tasks)
     except (records_lib.ResultsError, AggregationError, claims_lib.ClaimsError, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

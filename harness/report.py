@@ -1,5 +1,5 @@
 """Leaderboard report: `python -m harness.report RESULTS_DIR [--out DIR] [--reps N] [--seed S]
-[--sweep FILE ...] [--claims FILE] [--into DOC] [--at-env-steps N] [--allow-empty]`.
+[--sweep FILE ...] [--claims FILE] [--into DOC] [--at-env-steps N] [--tasks T1,T2] [--allow-empty]`.
 
 Aggregates RESULTS_DIR (see harness.aggregate; its JSON and CSV tables are written too) and writes
 
@@ -192,6 +192,8 @@ def intro(result):
     updated = result["resources"]["records_updated_at"]
     when = (f"at env step {result['at_env_steps']:,} (every run read as it stood then)"
             if result.get("at_env_steps") else "at the final evaluation")
+    if result.get("tasks"):
+        when += f", on {', '.join(result['tasks'])} only (--tasks; runs of other tasks are listed as excluded)"
     return (f"Scores are return / 1000 {when}. Brackets: {result['confidence']:.0%} "
             f"stratified-bootstrap CIs ({result['reps']} reps, seed {result['seed']}); "
             f"{result['num_runs_included']} runs included"

@@ -1,6 +1,7 @@
 """harness.aggregate against direct rliable calls on the same score matrices and seed."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -263,3 +264,39 @@ def test_at_env_steps_scores_every_run_at_that_step_and_names_later_failures(tmp
     (group,) = result["groups"]
     assert group["scores"]["sac"] == [[0.1], [0.3]] and result["at_env_steps"] == 1000
     assert any("seed1: scored at env step 1000, then run failed" in note for note in result["warnings"])
+
+
+def test_tasks_keeps_the_methods_a_wider_task_set_would_leave_out(tmp_path):
+    """A partial study: sac ran three tasks, kalmamba one. By default the wider set wins and kalmamba
+    is left out; --tasks walker_walk compares both there, with the same numbers as a root that holds
+    only the walker runs, and lists the other runs as excluded."""
+    write_grid(tmp_path / "all", methods=("sac",), tasks=TASKS, seeds=range(3))
+    write_grid(tmp_path / "all", methods=("kalmamba",), tasks=TASKS[2:], seeds=range(3))
+    (default,) = aggregate.aggregate(tmp_path / "all", reps=10)["groups"]
+    assert default["methods"] == ["sac"] and default["tasks"] == sorted(TASKS)
+
+    result = aggregate.aggregate(tmp_path / "all", reps=REPS, seed=SEED, tasks=["walker_walk"])
+    (group,) = result["groups"]
+    assert group["methods"] == ["kalmamba", "sac"] and group["tasks"] == ["walker_walk"]
+    assert result["tasks"] == ["walker_walk"]
+    excluded = sorted((e["method"], e["task"], e["reason"]) for e in result["excluded"])
+    assert excluded == sorted(("sac", task, "task %s not in --tasks walker_walk" % task)
+                              for task in TASKS[:2] for _ in range(3))
+    write_grid(tmp_path / "walker", methods=("sac",), tasks=TASKS, seeds=range(3))  # same returns
+    write_grid(tmp_path / "walker", methods=("kalmamba",), tasks=TASKS[2:], seeds=range(3))
+    for path in list((tmp_path / "walker").rglob("run.json")):
+        if "walker_walk" not in str(path):
+            shutil.rmtree(path.parent)
+    (alone,) = aggregate.aggregate(tmp_path / "walker", reps=REPS, seed=SEED)["groups"]
+    assert alone["scores"] == group["scores"] and alone["aggregates"] == group["aggregates"]
+
+
+def test_tasks_naming_a_task_without_runs_is_one_error_line(tmp_path, capsys):
+    write_grid(tmp_path, methods=("sac",), tasks=TASKS[:1], seeds=range(1))
+    assert aggregate.main([str(tmp_path), "--tasks", "walker_run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --tasks: no run of walker_run here (tasks with runs: {TASKS[0]})"]
+    assert not (tmp_path / "aggregate").exists()
+    with pytest.raises(SystemExit) as stop:
+        aggregate.main([str(tmp_path), "--tasks", "a,,b"])
+    assert stop.value.code == 2
