@@ -14,7 +14,10 @@ The grid is methods x tasks x seeds x context lengths x `Sweep.grid`'s bindings
 recorded in `<results_dir>/<name>/sweep.json` (harness/sweep_runner.py). Ctrl-C (or SIGTERM) stops
 every run (SIGTERM, then SIGKILL after a grace period), marks them interrupted and exits 130;
 running the same command again resumes them (on another machine, a run whose checkpoint was not
-copied along starts again). --device and --no-tf32 are passed to every run. --mps (local, with
+copied along starts again). A run directory whose config.gin differs from the config the sweep
+would give it now (a default, overlay or binding changed since; `sweep_plan.config_drift`) stops
+the sweep before anything starts, exit 2; --dry-run lists such runs as `changed`, so that old
+records never count as the new config's. --device and --no-tf32 are passed to every run. --mps (local, with
 --gpus) starts a CUDA MPS daemon for the sweep's lifetime so that the kernels of the runs sharing a
 GPU overlap (harness/mps.py; ~2.9x the throughput of 8 runs without it, docs/benchmarks.md).
 
@@ -35,7 +38,7 @@ from harness import rundir
 from harness import sweep_runner
 from harness.cli import CliParser, fail, gpu_fraction, gpu_list, non_negative_float, positive_int
 from harness.device import device_arg
-from harness.sweep_plan import load_sweep, plan
+from harness.sweep_plan import config_drift, load_sweep, plan
 from harness.sweep_runner import Manifest, lock_sweep_dir, run_sweep
 
 
@@ -133,13 +136,23 @@ def main(argv=None):
         manifest = Manifest(sweep, plan(sweep), args.executor)
     except (config.ConfigError, executors_lib.ExecutorError) as error:
         return fail(error)
+    try:
+        drift = {key: why for key, run in manifest.runs.items()
+                 if (why := config_drift(run, manifest.run_dir(run)))}
+    except config.ConfigError as error:
+        return fail(error)
     if args.dry_run:
-        for run in manifest.runs.values():
+        for key, run in manifest.runs.items():
             directory = rundir.RunDirectory(manifest.run_dir(run))
-            state = run["status"] if run["status"] == rundir.DONE else "restart" if directory.lost_checkpoint() \
-                else "resume" if directory.path.is_dir() else "new"
-            print(f"{state:<7} {manifest.run_dir(run)}")
+            state = "changed" if key in drift else run["status"] if run["status"] == rundir.DONE \
+                else "restart" if directory.lost_checkpoint() else "resume" if directory.path.is_dir() else "new"
+            print(f"{state:<7} {manifest.run_dir(run)}" + (f"  ({drift[key]})" if key in drift else ""))
         return 0
+    if drift:
+        key = next(iter(drift))
+        return fail(f"{len(drift)} run(s) in {sweep.directory} were recorded with another config than this "
+                    f"sweep gives them now, e.g. {key}: {drift[key]}; move those run directories out (or "
+                    "name the change as a variant) and run again (--dry-run lists them as 'changed')")
     lock = lock_sweep_dir(sweep.directory)
     if lock is None:
         return fail(f"another sweep is running in {sweep.directory}")

@@ -431,3 +431,43 @@ def test_the_manifest_adds_gpu_time_held_over_invocations(tmp_path):
     third = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "ray")
     third.save(HeldFor(None))  # an executor that does not count keeps what was counted
     assert json.loads(third.path.read_text())["gpu_seconds_held"] == 14.5
+
+
+def _record_done_run(run, run_dir, edit=lambda text: text):
+    """A finished run directory whose config.gin is the config `run` parses to, after `edit`."""
+    config.parse(run["gin_files"], run["bindings"])
+    text = gin.config_str()
+    gin.clear_config()
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.gin").write_text(edit(text))
+    (run_dir / "run.json").write_text(json.dumps({"status": "done"}))
+
+
+def test_config_drift_names_a_changed_and_an_added_binding_of_a_done_run(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=[0, 1, 2], tasks=TASKS[:1])
+    runs = sweep_plan.plan(sweep)
+    dirs = [sweep.directory / run["run_dir"] for run in runs]
+    _record_done_run(runs[0], dirs[0])
+    _record_done_run(runs[1], dirs[1], lambda text: text.replace("SAC.gamma = 0.99", "SAC.gamma = 0.9"))
+    _record_done_run(runs[2], dirs[2], lambda text: text.replace("SAC.gamma = 0.99\n", ""))
+    assert sweep_plan.config_drift(runs[0], dirs[0]) is None
+    assert sweep_plan.config_drift(runs[1], dirs[1]) == "binding SAC.gamma is 0.9 in the run but 0.99 now"
+    assert sweep_plan.config_drift(runs[2], dirs[2]) == "binding SAC.gamma is (unset) in the run but 0.99 now"
+    assert sweep_plan.config_drift(runs[0], tmp_path / "nothing") is None
+
+
+def test_a_sweep_over_runs_recorded_with_another_config_starts_nothing(tmp_path, capsys):
+    """A changed default must not let old records count as this sweep's: --dry-run says 'changed',
+    a real invocation exits 2 with one line before starting any run or writing a manifest."""
+    argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path}'",
+            "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--bind", "Sweep.seeds = [0]"]
+    sweep = sweep_plan.load_sweep(["gin/sweeps/tiny.gin"], argv[3::2])
+    (run, *_) = sweep_plan.plan(sweep)
+    run_dir = sweep.directory / run["run_dir"]
+    _record_done_run(run, run_dir, lambda text: text.replace("SAC.gamma = 0.99", "SAC.gamma = 0.9"))
+    assert sweep_cli.main(argv + ["--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"changed {run_dir}  (binding SAC.gamma is 0.9 in the run but 0.99 now)" in lines
+    assert_user_error(argv, f"1 run(s) in {sweep.directory} were recorded with another config", capsys)
+    assert not (sweep.directory / "sweep.json").exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.gin", "run.json"]
