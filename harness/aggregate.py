@@ -29,7 +29,6 @@ bootstraps draw from numpy's *global* RNG (its `random_state` argument does not 
 so every rliable call here runs after `np.random.seed(seed)` and also receives
 `random_state=np.random.RandomState(seed)`; the caller's global RNG state is restored afterwards.
 """
-import argparse
 import collections
 import contextlib
 import itertools
@@ -41,7 +40,7 @@ import numpy as np
 
 from harness import aggregate_tables, belief_aggregate, costs, score_metrics
 from harness import records as records_lib
-from harness.cli import CliParser, open_unit_interval, positive_int
+from harness.cli import CliParser, name_list, open_unit_interval, positive_int
 
 SCORE_SCALE = 1000.0  # DMC returns lie in [0, 1000]
 METRIC_NAMES = ("IQM", "Median", "Mean", "Optimality gap")
@@ -377,7 +376,7 @@ def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out=
     parser.add_argument("--at-env-steps", type=positive_int, metavar="N",
                         help="score every run at its eval point at env step N, whatever it did after "
                              "(DMC-100k from longer runs; runs without an eval point at N are excluded)")
-    parser.add_argument("--tasks", type=_task_list, metavar="T1,T2",
+    parser.add_argument("--tasks", type=name_list, metavar="T1,T2",
                         help="aggregate only the runs of these tasks (comma-separated), the others listed "
                              "as excluded: e.g. the tasks every method has run while a study is partial")
     parser.add_argument("--allow-empty", action="store_true",
@@ -386,13 +385,6 @@ def parse_args(argv, prog="harness.aggregate", description=__doc__, default_out=
     if extra:
         extra(parser)
     return parser.parse_args(argv)
-
-
-def _task_list(text):
-    tasks = [t.strip() for t in text.split(",")]
-    if not all(tasks) or len(set(tasks)) != len(tasks):
-        raise argparse.ArgumentTypeError(f"expected distinct comma-separated task names, got {text!r}")
-    return tasks
 
 
 def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_out="RESULTS_DIR/aggregate",

@@ -87,3 +87,11 @@ def gpu_fraction(text):
     if not (0 < value <= 1 or 1 < value < float("inf") and value == int(value)):
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or a whole number, got {text!r}")
     return value
+
+
+def name_list(text):
+    """argparse type: 'a,b' -> ['a', 'b'] (distinct, non-empty names separated by commas)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated names, got {text!r}")
+    return names
