@@ -231,7 +231,7 @@ def score_matrix(runs_by_task, tasks, steps=None):
 
 
 def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS, allow_empty=False,
-              planned=None, claims=None, at_env_steps=None, tasks=None):
+              planned=None, claims=None, at_env_steps=None, only_tasks=None):
     """Read `results_dir` and aggregate every (experiment, suite, context length) group.
 
     Returns a JSON-serialisable dict: settings, `groups` (see `aggregate_group`, plus experiment,
@@ -240,7 +240,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
     (GPU hours, machines and the records' latest update, harness.costs), `excluded` (every run left
     out, with its reason) and `warnings`; with `planned` (harness.coverage.planned_runs) `coverage`,
     with `claims` (harness.claims.load_claims) each claim's measurement and verdict.
-    `at_env_steps`: score every run at that env step (records.load_results). `tasks`: aggregate only
+    `at_env_steps`: score every run at that env step (records.load_results). `only_tasks`: aggregate only
     the runs of these tasks, the others listed as excluded (e.g. the tasks every method has run while
     a study is partial); a task no run has raises AggregationError.
     Raises records.ResultsError / AggregationError when nothing can be aggregated, unless
@@ -255,8 +255,8 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
             raise
         records, exclusions = [], []
     exclusions = list(exclusions)
-    if tasks:
-        records, left_out = _only_tasks(records, exclusions, tasks)
+    if only_tasks:
+        records, left_out = _only_tasks(records, exclusions, only_tasks)
         exclusions += left_out
     groups, included, labels = [], [], {}
     notes = [f"{r.path}: scored at env step {at_env_steps}, then {r.ended_as}"
@@ -295,7 +295,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         gpu["sweeps"] = held
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
               "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
-              "at_env_steps": at_env_steps, "tasks": list(tasks) if tasks else None,
+              "at_env_steps": at_env_steps, "tasks": list(only_tasks) if only_tasks else None,
               "num_runs_included": len(included), "groups": groups,
               "wall_clock": costs.wall_clock(included, labels),
               "resources": {"gpu": gpu, "machines": costs.machines(infos),
@@ -400,7 +400,7 @@ def run_cli(argv, build, prog="harness.aggregate", description=__doc__, default_
         claims = claims_lib.load_claims(args.claims) if args.claims else None
         result = aggregate(args.results_dir, reps=args.reps, seed=args.seed, confidence=args.confidence,
                            allow_empty=args.allow_empty, planned=planned, claims=claims,
-                           at_env_steps=args.at_env_steps, tasks=args.tasks)
+                           at_env_steps=args.at_env_steps, only_tasks=args.tasks)
     except (records_lib.ResultsError, AggregationError, claims_lib.ClaimsError, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -272,10 +272,12 @@ def test_tasks_keeps_the_methods_a_wider_task_set_would_leave_out(tmp_path):
     only the walker runs, and lists the other runs as excluded."""
     write_grid(tmp_path / "all", methods=("sac",), tasks=TASKS, seeds=range(3))
     write_grid(tmp_path / "all", methods=("kalmamba",), tasks=TASKS[2:], seeds=range(3))
-    (default,) = aggregate.aggregate(tmp_path / "all", reps=10)["groups"]
+    unfiltered = aggregate.aggregate(tmp_path / "all", reps=10)
+    (default,) = unfiltered["groups"]
     assert default["methods"] == ["sac"] and default["tasks"] == sorted(TASKS)
+    assert unfiltered["tasks"] is None
 
-    result = aggregate.aggregate(tmp_path / "all", reps=REPS, seed=SEED, tasks=["walker_walk"])
+    result = aggregate.aggregate(tmp_path / "all", reps=REPS, seed=SEED, only_tasks=["walker_walk"])
     (group,) = result["groups"]
     assert group["methods"] == ["kalmamba", "sac"] and group["tasks"] == ["walker_walk"]
     assert result["tasks"] == ["walker_walk"]
