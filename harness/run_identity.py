@@ -67,11 +67,17 @@ def config_bindings(config_text: str) -> dict:
 def config_mismatch(recorded_text: str, current_text: str, shared_only=False):
     """None, or a one-line description of the first binding (not resumable) that differs.
 
-    shared_only: compare only bindings present in both, for checking a parsed (not yet operative)
-    config against the run's operative one before anything is built.
+    shared_only: for checking a parsed (not yet operative) config against the run's operative one
+    before anything is built: compare the bindings present in both, and those bound now of a
+    configurable the run called that its record lacks (a parameter added since); a parsed config
+    also binds configurables this run never calls, which the operative one rightly leaves out.
     """
     old, new = config_bindings(recorded_text), config_bindings(current_text)
-    keys = old.keys() & new.keys() if shared_only else old.keys() | new.keys()
+    if shared_only:
+        called = {key.rsplit(".", 1)[0] for key in old}
+        keys = old.keys() & new.keys() | {key for key in new.keys() - old.keys() if key.rsplit(".", 1)[0] in called}
+    else:
+        keys = old.keys() | new.keys()
     for key in sorted(keys):
         if key in RESUMABLE_BINDINGS or old.get(key) == new.get(key):
             continue

@@ -19,7 +19,7 @@ import re
 import gin
 
 from harness import config, rundir
-from harness.run_identity import config_bindings, config_mismatch
+from harness.run_identity import config_mismatch
 
 # A grid value becomes part of a directory name: the characters of `Experiment.variant`.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_.=,+-]+")
@@ -194,23 +194,15 @@ def plan(sweep: Sweep) -> list[dict]:
 
 def config_drift(run: dict, run_dir) -> str | None:
     """None, or how the config this sweep would give `run` now differs from the config.gin its run
-    directory recorded (a changed default, overlay or binding): a binding both bind differently (as
-    harness.run's --resume check reads it), or one bound now of a configurable the run called that
-    its record lacks (a parameter added since). A run directory without a config.gin has nothing to
-    differ."""
-    recorded_file = pathlib.Path(run_dir) / rundir.CONFIG_FILE
-    if not recorded_file.is_file():
+    directory recorded (a changed default, overlay or binding; harness.run's pre-build --resume
+    check, `run_identity.config_mismatch(shared_only=True)`). A run directory without a config.gin
+    has nothing to differ."""
+    recorded = pathlib.Path(run_dir) / rundir.CONFIG_FILE
+    if not recorded.is_file():
         return None
     try:
         config.parse(run["gin_files"], run["bindings"])
         current = gin.config_str()
     finally:
         gin.clear_config()
-    recorded = recorded_file.read_text()
-    changed = config_mismatch(recorded, current, shared_only=True)
-    if changed:
-        return changed
-    old, new = config_bindings(recorded), config_bindings(current)
-    called = {key.rsplit(".", 1)[0] for key in old}
-    added = sorted(key for key in new.keys() - old.keys() if key.rsplit(".", 1)[0] in called)
-    return f"binding {added[0]} is (unset) in the run but {new[added[0]]} now" if added else None
+    return config_mismatch(recorded.read_text(), current, shared_only=True)
