@@ -11,9 +11,10 @@ LEADERBOARD_RESULTS ?= results/leaderboard_v1
 LEADERBOARD_SWEEPS  ?= gin/sweeps/leaderboard_noisy100k.gin gin/sweeps/leaderboard_context.gin \
                        gin/sweeps/leaderboard_image100k.gin
 LEADERBOARD_REPS    ?= 2000
-# While a study is partial: also a report on the tasks every method has run (docs/leaderboard.md).
-LEADERBOARD_COMMON_TASKS ?= walker_walk
-comma := ,
+# While a study is partial (docs/leaderboard.md): a report over every task read at an env step every run
+# has reached (report_at_<N>/), and, if set, one on a chosen task list alone (report_common_tasks/).
+LEADERBOARD_EARLY_STEPS  ?= 80000
+LEADERBOARD_COMMON_TASKS ?=
 
 .PHONY: setup run test test-slow bench clean leaderboard
 
@@ -37,13 +38,15 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 # Regenerates docs/leaderboard.md's tables and the HTML report ($(LEADERBOARD_RESULTS)/report/index.html),
-# and the report on $(LEADERBOARD_COMMON_TASKS) alone ($(LEADERBOARD_RESULTS)/report_<tasks>/)
+# the report at env step $(LEADERBOARD_EARLY_STEPS) and the one on $(LEADERBOARD_COMMON_TASKS) alone
 # from the committed records; the same records give the same bytes.
 leaderboard: $(STAMP)
 	$(PY) -m harness.report $(LEADERBOARD_RESULTS) --allow-empty --reps $(LEADERBOARD_REPS) \
 	  $(addprefix --sweep ,$(LEADERBOARD_SWEEPS)) --claims docs/paper_claims.json --into docs/leaderboard.md
+	$(if $(LEADERBOARD_EARLY_STEPS),$(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) \
+	  --at-env-steps $(LEADERBOARD_EARLY_STEPS) --claims docs/paper_claims.json --out $(LEADERBOARD_RESULTS)/report_at_$(LEADERBOARD_EARLY_STEPS))
 	$(if $(LEADERBOARD_COMMON_TASKS),$(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) \
-	  --tasks $(LEADERBOARD_COMMON_TASKS) --claims docs/paper_claims.json --out $(LEADERBOARD_RESULTS)/report_$(subst $(comma),_,$(LEADERBOARD_COMMON_TASKS)))
+	  --tasks $(LEADERBOARD_COMMON_TASKS) --claims docs/paper_claims.json --out $(LEADERBOARD_RESULTS)/report_common_tasks)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
