@@ -209,11 +209,16 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_on_the_next_start(f
 # 7. interruptions are recorded ------------------------------------------------------------------------
 def test_sigterm_records_interrupted_and_exits_143(tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "harness.run", *QUICK, "--out", str(out)],
+    # A budget the run cannot finish in this test: the quick budget's 3000 env steps end about 2 s
+    # after metrics.jsonl appears, and a run that finished first would exit 0 (seen once, in a
+    # fresh clone). With this budget it is still training when the signal lands.
+    process = subprocess.Popen([sys.executable, "-m", "harness.run", *QUICK, "--out", str(out),
+                                "--bind", "Schedule.total_env_steps = 1_000_000"],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before the signal"
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
