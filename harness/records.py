@@ -184,7 +184,8 @@ def _unfinished(info, display, who):
         return Exclusion(display, "failed", f"run failed: {error[-1] if error else ''}", **who)
     if status == rundir.RUNNING:
         progress = f"{info.get('env_steps', '?')}/{info.get('total_env_steps', '?')} env steps"
-        return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}", **who)
+        return Exclusion(display, "incomplete", f"incomplete: status 'running' at {progress}, last written "
+                         f"{info.get('updated_at', '?')} (still training, or its process ended unrecorded)", **who)
     return None
 
 

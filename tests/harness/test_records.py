@@ -65,7 +65,7 @@ def test_finished_run_becomes_a_record_with_its_values(tmp_path):
 
 @pytest.mark.parametrize("status, kind, words", [
     ("failed", "failed", "loss is nan"),
-    ("running", "incomplete", "status 'running' at 2000/2000 env steps"),
+    ("running", "incomplete", "status 'running' at 2000/2000 env steps, last written 2025-01-01T00:01:00+00:00"),
 ])
 def test_failed_and_running_runs_are_excluded_with_reason(tmp_path, status, kind, words):
     write_run(tmp_path, status=status)
