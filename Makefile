@@ -40,13 +40,13 @@ test-slow: $(STAMP)
 # Regenerates docs/leaderboard.md's tables and the HTML report ($(LEADERBOARD_RESULTS)/report/index.html),
 # the report at env step $(LEADERBOARD_EARLY_STEPS) and the one on $(LEADERBOARD_COMMON_TASKS) alone
 # from the committed records; the same records give the same bytes.
+LEADERBOARD_REPORT = $(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) --claims docs/paper_claims.json
 leaderboard: $(STAMP)
-	$(PY) -m harness.report $(LEADERBOARD_RESULTS) --allow-empty --reps $(LEADERBOARD_REPS) \
-	  $(addprefix --sweep ,$(LEADERBOARD_SWEEPS)) --claims docs/paper_claims.json --into docs/leaderboard.md
-	$(if $(LEADERBOARD_EARLY_STEPS),$(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) \
-	  --at-env-steps $(LEADERBOARD_EARLY_STEPS) --claims docs/paper_claims.json --out $(LEADERBOARD_RESULTS)/report_at_$(LEADERBOARD_EARLY_STEPS))
-	$(if $(LEADERBOARD_COMMON_TASKS),$(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) \
-	  --tasks $(LEADERBOARD_COMMON_TASKS) --claims docs/paper_claims.json --out $(LEADERBOARD_RESULTS)/report_common_tasks)
+	$(LEADERBOARD_REPORT) --allow-empty $(addprefix --sweep ,$(LEADERBOARD_SWEEPS)) --into docs/leaderboard.md
+	$(if $(LEADERBOARD_EARLY_STEPS),$(LEADERBOARD_REPORT) --at-env-steps $(LEADERBOARD_EARLY_STEPS) \
+	  --out $(LEADERBOARD_RESULTS)/report_at_$(LEADERBOARD_EARLY_STEPS))
+	$(if $(LEADERBOARD_COMMON_TASKS),$(LEADERBOARD_REPORT) --tasks $(LEADERBOARD_COMMON_TASKS) \
+	  --out $(LEADERBOARD_RESULTS)/report_common_tasks)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

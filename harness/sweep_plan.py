@@ -192,6 +192,15 @@ def plan(sweep: Sweep) -> list[dict]:
     return runs
 
 
+def parsed_config(run: dict) -> str:
+    """The config text this sweep gives `run` now (parsed, not yet operative); gin is cleared after."""
+    try:
+        config.parse(run["gin_files"], run["bindings"])
+        return gin.config_str()
+    finally:
+        gin.clear_config()
+
+
 def config_drift(run: dict, run_dir) -> str | None:
     """None, or how the config this sweep would give `run` now differs from the config.gin its run
     directory recorded (a changed default, overlay or binding; harness.run's pre-build --resume
@@ -200,9 +209,4 @@ def config_drift(run: dict, run_dir) -> str | None:
     recorded = pathlib.Path(run_dir) / rundir.CONFIG_FILE
     if not recorded.is_file():
         return None
-    try:
-        config.parse(run["gin_files"], run["bindings"])
-        current = gin.config_str()
-    finally:
-        gin.clear_config()
-    return config_mismatch(recorded.read_text(), current, shared_only=True)
+    return config_mismatch(recorded.read_text(), parsed_config(run), shared_only=True)

@@ -435,11 +435,8 @@ def test_the_manifest_adds_gpu_time_held_over_invocations(tmp_path):
 
 def _record_done_run(run, run_dir, edit=lambda text: text):
     """A finished run directory whose config.gin is the config `run` parses to, after `edit`."""
-    config.parse(run["gin_files"], run["bindings"])
-    text = gin.config_str()
-    gin.clear_config()
     run_dir.mkdir(parents=True)
-    (run_dir / "config.gin").write_text(edit(text))
+    (run_dir / "config.gin").write_text(edit(sweep_plan.parsed_config(run)))
     (run_dir / "run.json").write_text(json.dumps({"status": "done"}))
 
 
