@@ -295,7 +295,7 @@ def aggregate(results_dir, reps=2000, seed=0, confidence=0.95, taus=DEFAULT_TAUS
         gpu["sweeps"] = held
     result = {"results_dir": str(results_dir), "reps": reps, "seed": seed, "confidence": confidence,
               "score_scale": SCORE_SCALE, "metric_names": list(METRIC_NAMES),
-              "at_env_steps": at_env_steps, "tasks": list(only_tasks) if only_tasks else None,
+              "at_env_steps": at_env_steps, "only_tasks": list(only_tasks) if only_tasks else None,
               "num_runs_included": len(included), "groups": groups,
               "wall_clock": costs.wall_clock(included, labels),
               "resources": {"gpu": gpu, "machines": costs.machines(infos),

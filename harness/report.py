@@ -192,8 +192,8 @@ def intro(result):
     updated = result["resources"]["records_updated_at"]
     when = (f"at env step {result['at_env_steps']:,} (every run read as it stood then)"
             if result.get("at_env_steps") else "at the final evaluation")
-    if result.get("tasks"):
-        when += f", on {', '.join(result['tasks'])} only (--tasks; runs of other tasks are listed as excluded)"
+    if result.get("only_tasks"):
+        when += f", on {', '.join(result['only_tasks'])} only (--tasks; runs of other tasks are listed as excluded)"
     return (f"Scores are return / 1000 {when}. Brackets: {result['confidence']:.0%} "
             f"stratified-bootstrap CIs ({result['reps']} reps, seed {result['seed']}); "
             f"{result['num_runs_included']} runs included"

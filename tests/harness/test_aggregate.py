@@ -275,12 +275,12 @@ def test_tasks_keeps_the_methods_a_wider_task_set_would_leave_out(tmp_path):
     unfiltered = aggregate.aggregate(tmp_path / "all", reps=10)
     (default,) = unfiltered["groups"]
     assert default["methods"] == ["sac"] and default["tasks"] == sorted(TASKS)
-    assert unfiltered["tasks"] is None
+    assert unfiltered["only_tasks"] is None
 
     result = aggregate.aggregate(tmp_path / "all", reps=REPS, seed=SEED, only_tasks=["walker_walk"])
     (group,) = result["groups"]
     assert group["methods"] == ["kalmamba", "sac"] and group["tasks"] == ["walker_walk"]
-    assert result["tasks"] == ["walker_walk"]
+    assert result["only_tasks"] == ["walker_walk"]
     excluded = sorted((e["method"], e["task"], e["reason"]) for e in result["excluded"])
     assert excluded == sorted(("sac", task, "task %s not in --tasks walker_walk" % task)
                               for task in TASKS[:2] for _ in range(3))
