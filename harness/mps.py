@@ -11,8 +11,9 @@ driver's utilities that the runs' CUDA clients connect to through a pipe directo
         env = daemon.env              # CUDA_MPS_PIPE_DIRECTORY, CUDA_MPS_LOG_DIRECTORY for each run
 
 `harness.sweep --mps` runs one daemon for the sweep's lifetime in a fresh directory of its own, so it
-never talks to (or stops) a daemon that someone else started. A run records in run.json's
-`placement.cuda_mps` whether its environment pointed it at an MPS daemon.
+never talks to (or stops) a daemon that someone else started, and prints the two variables that let
+a second sweep (another study, started without --mps) put its runs on the same daemon. A run records
+in run.json's `placement.cuda_mps` whether its environment pointed it at an MPS daemon.
 """
 import os
 import shutil
@@ -80,6 +81,13 @@ class MpsDaemon:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def share_hint(env) -> str:
+    """How another process joins the daemon whose variables are `env`: the shell assignments to set.
+    A second sweep started with them and without --mps runs its runs on the same daemon (so two
+    studies' runs overlap on one GPU) for as long as the sweep that started it runs."""
+    return " ".join(f"{name}={env[name]}" for name in (PIPE_VARIABLE, LOG_VARIABLE))
 
 
 def in_use(environ=None) -> bool:

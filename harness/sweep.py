@@ -19,7 +19,8 @@ would give it now (a default, overlay or binding changed since; `sweep_plan.conf
 the sweep before anything starts, exit 2; --dry-run lists such runs as `changed`, so that old
 records never count as the new config's. --device and --no-tf32 are passed to every run. --mps (local, with
 --gpus) starts a CUDA MPS daemon for the sweep's lifetime so that the kernels of the runs sharing a
-GPU overlap (harness/mps.py; ~2.9x the throughput of 8 runs without it, docs/benchmarks.md).
+GPU overlap (harness/mps.py; ~2.9x the throughput of 8 runs without it, docs/benchmarks.md), and
+prints the CUDA_MPS_* variables with which a second sweep, started without --mps, shares it.
 
 With Ray (docs/cluster.md), each run is one task reserving Sweep.num_cpus CPUs and --gpus-per-run
 GPUs (default Sweep.num_gpus; 0.25: four runs share a GPU); run.json records the node and GPU ids
@@ -161,6 +162,7 @@ def main(argv=None):
     try:
         if args.mps:
             daemon.start()
+            print(f"[{sweep.name}] MPS daemon: {mps.share_hint(daemon.env)}", file=sys.stderr, flush=True)
         executor, parallelism = make_executor(args, sweep, env=daemon.env)
         manifest.data["run_args"] = run_args(args)
         manifest.data["resources"] = {"cpus_per_run": sweep.num_cpus, "max_attempts": args.max_attempts,
