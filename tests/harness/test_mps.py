@@ -97,19 +97,28 @@ class FakeRunExecutor(executors.LocalExecutor):
         super().submit(dataclasses.replace(job, command=(sys.executable, self.fake_path, *rest)))
 
 
-def test_sweep_with_mps_gives_every_run_the_daemons_pipe_then_stops_it(control, tmp_path, monkeypatch, capsys):
+def tiny_sweep_argv(tmp_path, *options):
+    """The tiny sweep's 4 SAC runs on GPU 0, recorded under tmp_path/results, with `options` added."""
+    return ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path / 'results'}'",
+            "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--gpus", "0", *options]
+
+
+def sweep_with_fake_runs(tmp_path, monkeypatch, *options) -> dict:
+    """Runs the tiny sweep with FAKE_RUN for every run, 4 at once; returns its sweep.json."""
     FakeRunExecutor.fake_path = str(tmp_path / "fake_run.py")
     (tmp_path / "fake_run.py").write_text(FAKE_RUN)
     monkeypatch.setattr(executors, "LocalExecutor", FakeRunExecutor)
-    argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path / 'results'}'",
-            "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--gpus", "0", "--runs-per-gpu", "4", "--mps"]
-    assert sweep_cli.main(argv) == 0
+    assert sweep_cli.main(tiny_sweep_argv(tmp_path, "--runs-per-gpu", "4", *options)) == 0
+    return json.loads((tmp_path / "results" / "tiny" / "sweep.json").read_text())
+
+
+def test_sweep_with_mps_gives_every_run_the_daemons_pipe_then_stops_it(control, tmp_path, monkeypatch, capsys):
+    manifest = sweep_with_fake_runs(tmp_path, monkeypatch, "--mps")
     start, stop = control()
     assert start["args"] == ["-d"] and stop["stdin"] == "quit\n" and stop["pipe"] == start["pipe"]
     log_dir = os.path.join(os.path.dirname(start["pipe"]), "log")
     assert f"[tiny] MPS daemon: CUDA_MPS_PIPE_DIRECTORY={start['pipe']} CUDA_MPS_LOG_DIRECTORY={log_dir}\n" \
         in capsys.readouterr().err  # what a second sweep sets to share the daemon
-    manifest = json.loads((tmp_path / "results" / "tiny" / "sweep.json").read_text())
     assert manifest["resources"]["mps"] is True and len(manifest["runs"]) == 4
     assert manifest["gpu_seconds_held"] > 0  # GPU 0 ran the 4 runs: its held time, counted once
     for run in manifest["runs"]:
@@ -120,16 +129,10 @@ def test_sweep_with_mps_gives_every_run_the_daemons_pipe_then_stops_it(control, 
 def test_a_sweep_without_mps_shares_the_daemon_its_environment_names(control, tmp_path, monkeypatch):
     """The second sweep of the MPS daemon's share hint: started with the variables and no --mps, its
     runs are clients of that daemon, and it neither starts nor stops one."""
-    FakeRunExecutor.fake_path = str(tmp_path / "fake_run.py")
-    (tmp_path / "fake_run.py").write_text(FAKE_RUN)
-    monkeypatch.setattr(executors, "LocalExecutor", FakeRunExecutor)
     pipe = str(tmp_path / "first-sweeps-daemon" / "pipe")
     monkeypatch.setenv(mps.PIPE_VARIABLE, pipe)
-    argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path / 'results'}'",
-            "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--gpus", "0", "--runs-per-gpu", "4"]
-    assert sweep_cli.main(argv) == 0
+    manifest = sweep_with_fake_runs(tmp_path, monkeypatch)
     assert control() == []
-    manifest = json.loads((tmp_path / "results" / "tiny" / "sweep.json").read_text())
     assert manifest["resources"]["mps"] is False and len(manifest["runs"]) == 4
     for run in manifest["runs"]:
         assert (tmp_path / "results" / "tiny" / run["run_dir"] / "seen_pipe").read_text() == pipe
@@ -137,9 +140,7 @@ def test_a_sweep_without_mps_shares_the_daemon_its_environment_names(control, tm
 
 def test_sweep_without_a_control_program_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-cuda-mps-control anywhere
-    argv = ["--gin", "gin/sweeps/tiny.gin", "--bind", f"Sweep.results_dir = '{tmp_path / 'results'}'",
-            "--bind", "Sweep.methods = ['gin/sac_noisy.gin']", "--gpus", "0", "--mps"]
-    assert sweep_cli.main(argv) == 2
+    assert sweep_cli.main(tiny_sweep_argv(tmp_path, "--mps")) == 2
     assert capsys.readouterr().err == f"error: --mps needs {mps.CONTROL} on PATH (it comes with the NVIDIA " \
                                       "driver's utilities)\n"
     assert not (tmp_path / "results" / "tiny" / "sweep.json").exists()
