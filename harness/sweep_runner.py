@@ -11,9 +11,11 @@ left, until the run has had `max_attempts` attempts in this invocation.
 `<results_dir>/<name>/sweep.json` (rewritten atomically) records the grid and every run's status
 (pending, running, done, failed, interrupted), attempts (over all invocations), exit code, error,
 last_failure and log file under `logs/`, and `gpu_seconds_held`: the GPU time all invocations held
-(Manifest.record_gpu_time). A run's error is why its last attempt ended: the signal
-that killed it ('killed by SIGKILL'), else the executor's own failure, else the last line of its
-log; last_failure keeps the latest such reason after a retry succeeded.
+(Manifest.record_gpu_time); it is rewritten at least every `manifest_every_s` while runs go on, so
+a sweep killed without notice (its machine taken back) has recorded the GPU time it held until a
+minute before. A run's error is why its last attempt ended: the signal that killed it ('killed by
+SIGKILL'), else the executor's own failure, else the last line of its log; last_failure keeps the
+latest such reason after a retry succeeded.
 """
 import collections
 import json
@@ -32,6 +34,7 @@ from harness.sweep_plan import Sweep
 MANIFEST = "sweep.json"
 PENDING = "pending"  # the other statuses of a manifest entry are run.json's (harness.rundir)
 MAX_ATTEMPTS = 3  # attempts of one run per invocation when its workers keep dying
+MANIFEST_EVERY_S = 60.0  # seconds between rewrites of sweep.json while nothing else changes it
 
 
 class Manifest:
@@ -49,6 +52,7 @@ class Manifest:
                      "started_at": rundir.now_iso(), "runs": runs}
         self.runs = {run["id"]: run for run in runs}
         self.earlier_gpu_seconds_held = held
+        self.saved_at = None  # time.monotonic() of the last save
         if held:
             self.data["gpu_seconds_held"] = held
 
@@ -87,13 +91,16 @@ class Manifest:
         self.data["updated_at"] = rundir.now_iso()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rundir.atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+        self.saved_at = time.monotonic()
 
 
 def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor, parallelism: int,
-              grace_s=10.0, log=print, run_args=(), max_attempts=MAX_ATTEMPTS) -> int:
+              grace_s=10.0, log=print, run_args=(), max_attempts=MAX_ATTEMPTS,
+              manifest_every_s=MANIFEST_EVERY_S) -> int:
     """Run every pending cell; returns the exit status (0 all done, 1 failures, 130 interrupted).
     run_args: options given to every `harness.run` (e.g. ['--device', 'cuda']); max_attempts: the
-    most attempts of one run in this invocation when they are lost with their worker."""
+    most attempts of one run in this invocation when they are lost with their worker;
+    manifest_every_s: the longest sweep.json goes unwritten while runs go on."""
     queue = collections.deque(key for key, run in manifest.runs.items() if run["status"] == PENDING)
     tries, failures, started, durations = collections.Counter(), collections.Counter(), {}, []
     progress = Progress(sweep.name, manifest, parallelism, log)
@@ -115,6 +122,8 @@ def run_sweep(sweep: Sweep, manifest: Manifest, executor: executors_lib.Executor
                 manifest.save(executor)
             progress.show(force=changed)  # after refilling, so 'running' counts the new runs
             changed = False
+            if time.monotonic() - manifest.saved_at >= manifest_every_s:
+                manifest.save(executor)  # gpu_seconds_held up to now
             for finished in executor.wait(timeout_s=1.0):
                 run = manifest.runs[finished.key]
                 durations.append(time.monotonic() - started.pop(finished.key))

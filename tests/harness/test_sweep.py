@@ -68,8 +68,8 @@ lines = [{"kind": "eval", "env_step": s, "return_mean": 100.0 * seed + s / 10, "
 class FakeRunExecutor(executors.LocalExecutor):
     """LocalExecutor whose jobs run FAKE_RUN with harness.run's arguments."""
 
-    def __init__(self, workers, fake_path):
-        super().__init__(workers)
+    def __init__(self, workers, fake_path, gpus=None):
+        super().__init__(workers, gpus=gpus, runs_per_gpu=workers)
         self.fake_path = str(fake_path)
 
     def submit(self, job):
@@ -82,15 +82,17 @@ def make_sweep(root, seeds, methods=("gin/sac_noisy.gin",), **overrides):
                            seeds=seeds, results_dir=str(root), overlays=["gin/quick.gin"], **overrides)
 
 
-def drive(root, seeds, workers=2, grace_s=5.0, retries=1):
-    """Plan and run a sweep under FakeRunExecutor; returns (exit status, manifest dict, calls)."""
+def drive(root, seeds, workers=2, grace_s=5.0, retries=1, gpus=None, manifest_every_s=60.0):
+    """Plan and run a sweep under FakeRunExecutor (its runs placed on `gpus`, all on one when given);
+    returns (exit status, manifest dict, calls)."""
     root = pathlib.Path(root)
     (root / "fake_run.py").write_text(FAKE_RUN)
     os.environ["FAKE_RUN_CALLS"] = str(root / "calls.jsonl")
     sweep = make_sweep(root / "results", seeds, retries=retries)
     manifest = sweep_runner.Manifest(sweep, sweep_plan.plan(sweep), "local")
-    status = sweep_runner.run_sweep(sweep, manifest, FakeRunExecutor(workers, root / "fake_run.py"),
-                                 workers, grace_s=grace_s, log=lambda line: None)
+    status = sweep_runner.run_sweep(sweep, manifest, FakeRunExecutor(workers, root / "fake_run.py", gpus),
+                                 workers, grace_s=grace_s, log=lambda line: None,
+                                 manifest_every_s=manifest_every_s)
     return status, json.loads(manifest.path.read_text()), _calls(root)
 
 
@@ -205,6 +207,25 @@ def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
     _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
     driver.kill()  # SIGKILL: the sweep cannot clean up, the kernel signals its children
     driver.wait(timeout=30)
+    _wait_for(lambda: all((d / "got_sigterm").exists() for d in run_dirs), None, timeout_s=30)
+
+
+def test_a_sweep_killed_without_notice_has_recorded_the_gpu_time_it_held(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
+         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2, gpus=['0'], manifest_every_s=0.2)[0])"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / "seed7" for task in TASKS]
+    _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    started = time.monotonic()
+    time.sleep(2.0)  # both runs on GPU 0 for at least this long
+    driver.kill()  # SIGKILL, as when the machine is taken back: no handler writes sweep.json
+    driver.wait(timeout=30)
+    killed_after = time.monotonic() - started
+    manifest = json.loads((tmp_path / "results" / "t" / "sweep.json").read_text())
+    assert {r["status"] for r in manifest["runs"]} == {"running"}
+    held = manifest["gpu_seconds_held"]  # one GPU, counted once however many runs it holds
+    assert 2.0 - 0.5 <= held <= killed_after + 10.0  # at most one rewrite interval (plus start-up) short
     _wait_for(lambda: all((d / "got_sigterm").exists() for d in run_dirs), None, timeout_s=30)
 
 
