@@ -197,26 +197,29 @@ def test_ctrl_c_stops_runs_marks_them_interrupted_and_resumes(tmp_path):
         assert json.loads((d / "run.json").read_text())["status"] == "running"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
-def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
+def start_sweep_of_waiting_runs(tmp_path, **drive_options):
+    """A sweep process driving seed 7's runs (they wait for SIGTERM), once both have started:
+    (the process, the run directories)."""
+    options = "".join(f", {key}={value!r}" for key, value in drive_options.items())
     driver = subprocess.Popen(
         [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
-         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2)[0])"],
+         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2{options})[0])"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / "seed7" for task in TASKS]
     _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    return driver, run_dirs
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_runs_do_not_outlive_a_killed_sweep(tmp_path):
+    driver, run_dirs = start_sweep_of_waiting_runs(tmp_path)
     driver.kill()  # SIGKILL: the sweep cannot clean up, the kernel signals its children
     driver.wait(timeout=30)
     _wait_for(lambda: all((d / "got_sigterm").exists() for d in run_dirs), None, timeout_s=30)
 
 
 def test_a_sweep_killed_without_notice_has_recorded_the_gpu_time_it_held(tmp_path):
-    driver = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tests.harness.test_sweep import drive; "
-         f"sys.exit(drive({str(tmp_path)!r}, seeds=[7], workers=2, gpus=['0'], manifest_every_s=0.2)[0])"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    run_dirs = [tmp_path / "results" / "t" / "sac" / "noisy_state" / task / "ctx32" / "seed7" for task in TASKS]
-    _wait_for(lambda: all((d / "started").exists() for d in run_dirs), driver)
+    driver, run_dirs = start_sweep_of_waiting_runs(tmp_path, gpus=["0"], manifest_every_s=0.2)
     started = time.monotonic()
     time.sleep(2.0)  # both runs on GPU 0 for at least this long
     driver.kill()  # SIGKILL, as when the machine is taken back: no handler writes sweep.json
