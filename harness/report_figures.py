@@ -4,8 +4,9 @@ Per (experiment, suite, context length) group, methods in one order everywhere (
 best IQM first, the leaderboard's): per-task learning curves (every seed a thin line, the seeds'
 mean a thick one), interval estimates of IQM / median / mean / optimality gap, performance
 profiles (x axis up to the best score reached), probability of improvement and IQM
-sample-efficiency curves (rliable.plot_utils); plus wall-clock hours per million env steps against
-context length (log-log lines, or bars when every run has one context length).
+sample-efficiency curves (rliable.plot_utils); plus the training loop's hours per million env steps
+against context length (log-log lines of the series measured at several lengths, or bars when every
+run has one context length).
 """
 import dataclasses
 import io
@@ -188,31 +189,39 @@ def _lengths(rows):
 
 
 def wall_clock_figure(rows, colors):
-    """Median hours per 1M env steps: log-log lines over context length, or with a single context
-    length one bar per (method, suite[, experiment]) labelled with its value."""
+    """Median hours per 1M env steps of the training loop (end to end where a row has no train-loop
+    speed): log-log lines over context length for the (experiment, method, suite) series measured at
+    two or more lengths, or with a single context length one bar per series labelled with its value."""
     from matplotlib import pyplot as plt
     from matplotlib import ticker
+    key = lambda r: (r["experiment"], r["method"], r["suite"])
+    train_loop = all(r.get("median_train_loop_hours_per_1M_env_steps") is not None for r in rows)
+    hours_of = (lambda r: r["median_train_loop_hours_per_1M_env_steps"]) if train_loop else \
+        (lambda r: r["median_hours_per_1M_env_steps"])
+    ylabel = "Hours per 1M env steps (median" + (", training loop)" if train_loop else ", end to end)")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    several = len({r["experiment"] for r in rows}) > 1
-    lines = sorted({(r["experiment"], r["method"], r["suite"]) for r in rows})  # the wall-clock table's order
-    name = lambda experiment, method, suite: f"{method} ({suite})" + (f", {experiment}" if several else "")
-    lengths, hours = _lengths(rows), [r["median_hours_per_1M_env_steps"] for r in rows]
+    lengths = _lengths(rows)
     if len(lengths) == 1:
-        values = [next(r["median_hours_per_1M_env_steps"] for r in rows
-                       if (r["experiment"], r["method"], r["suite"]) == key) for key in lines]
-        bars = ax.bar(range(len(lines)), values, color=[colors[key[1]] for key in lines])
+        lines = sorted({key(r) for r in rows})  # the wall-clock table's order
+        several = len({experiment for experiment, _, _ in lines}) > 1
+        values = [hours_of(next(r for r in rows if key(r) == k)) for k in lines]
+        bars = ax.bar(range(len(lines)), values, color=[colors[k[1]] for k in lines])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values])
-        ax.set_xticks(range(len(lines)), [name(*key) for key in lines], rotation=20, ha="right")
+        ax.set_xticks(range(len(lines)), [_series_name(k, several) for k in lines], rotation=20, ha="right")
         ax.set_ylim(0, max(values) * 1.2)
-        ax.set_ylabel(f"Hours per 1M env steps (median), context length {lengths[0]}")
+        ax.set_ylabel(f"{ylabel}, context length {lengths[0]}")
         ax.grid(True, axis="y", alpha=0.3)
         return fig
-    for key in lines:
-        experiment, method, suite = key
-        line = sorted((r["context_length"], r["median_hours_per_1M_env_steps"]) for r in rows
-                      if (r["experiment"], r["method"], r["suite"]) == key)
-        ax.plot(*zip(*line), marker="o", linewidth=2, color=colors[method],
-                linestyle="-" if suite == rows[0]["suite"] else "--", label=name(*key))
+    series = {k: sorted((r["context_length"], hours_of(r)) for r in rows if key(r) == k)
+              for k in sorted({key(r) for r in rows})}
+    series = {k: line for k, line in series.items() if len(line) > 1} or series  # lines where there are any
+    several = len({experiment for experiment, _, _ in series}) > 1
+    suites = sorted({suite for _, _, suite in series})
+    for k, line in series.items():
+        ax.plot(*zip(*line), marker="o", linewidth=2, color=colors[k[1]],
+                linestyle="-" if k[2] == suites[0] else "--", label=_series_name(k, several))
+    lengths = sorted({t for line in series.values() for t, _ in line})
+    hours = [h for line in series.values() for _, h in line]
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(lengths, [str(t) for t in lengths])
@@ -222,7 +231,12 @@ def wall_clock_figure(rows, colors):
     ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("Training context length T")
-    ax.set_ylabel("Hours per 1M env steps (median)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return fig
+
+
+def _series_name(key, several_experiments):
+    experiment, method, suite = key
+    return f"{method} ({suite})" + (f", {experiment}" if several_experiments else "")

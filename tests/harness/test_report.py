@@ -156,6 +156,24 @@ def test_wall_clock_with_one_context_length_is_a_labelled_bar_chart():
     assert report_figures.wall_clock_figure(several, colors).axes[0].get_xscale() == "log"
 
 
+def test_wall_clock_lines_plot_the_training_loop_of_series_measured_at_several_lengths():
+    row = lambda experiment, method, t, end_to_end, train_loop: {
+        "experiment": experiment, "method": method, "suite": "noisy_state", "context_length": t,
+        "median_hours_per_1M_env_steps": end_to_end, "median_train_loop_hours_per_1M_env_steps": train_loop}
+    rows = [row("context", "kalmamba", 32, 2.3, 1.5), row("context", "kalmamba", 128, 3.1, 1.6),
+            row("context", "rssm", 32, 3.0, 3.0), row("noisy100k", "sac", 32, 0.7, 0.6)]
+    ax = report_figures.wall_clock_figure(rows, {"kalmamba": "r", "rssm": "g", "sac": "b"}).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["kalmamba (noisy_state)"]
+    assert list(ax.get_lines()[0].get_ydata()) == [1.5, 1.6]
+    assert "training loop" in ax.get_ylabel()
+    rows[2]["median_train_loop_hours_per_1M_env_steps"] = None  # one row without: end to end for all
+    ax = report_figures.wall_clock_figure(rows[:3], {"kalmamba": "r", "rssm": "g"}).axes[0]
+    assert list(ax.get_lines()[0].get_ydata()) == [2.3, 3.1] and "end to end" in ax.get_ylabel()
+    lonely = [row("a", "kalmamba", 32, 2.0, 1.0), row("a", "rssm", 64, 4.0, 3.0)]  # no series has two
+    ax = report_figures.wall_clock_figure(lonely, {"kalmamba": "r", "rssm": "g"}).axes[0]
+    assert len(ax.get_lines()) == 2
+
+
 def test_report_cli_user_error_is_one_line(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: no runs under {tmp_path}: no run.json or sweep.json found"
