@@ -1,10 +1,12 @@
 """What the runs cost and where they ran: wall clock per env step, GPU hours and machines.
 
-    wall_clock(records, labels)   per run and per (experiment, row, suite, context length):
+    wall_clock(records, labels)   per run and per (experiment, row, suite, context length, device):
         train-loop hours per 1M env steps = 1e6 / median(interval_env_steps_per_s) / 3600
             (the metrics' train lines: the training loop between two lines, evaluation excluded)
         end-to-end hours per 1M env steps = 1e6 / (env_steps / wall_clock_s) / 3600
             (the whole run: prefill, updates and evaluation, summed over resumes)
+        device: run.json's `device` (the GPU's name; the last attempt's where a run was resumed), so
+            that runs on different kinds of GPU never share a median
     gpu_usage(infos)              GPU hours from run.json's `gpu_seconds`, of every run whatever its
                                   status (time spent on a failed run was spent), per experiment and row;
                                   runs that shared a GPU each count their whole wall clock
@@ -30,8 +32,9 @@ def hours_per_million(env_steps_per_s):
 
 
 def wall_clock(records, labels=None):
-    """Per-run timing rows and their summary per (experiment, row, suite, context length); `labels`
-    maps run paths to rows (default: the method). Medians over runs; None where no run recorded it."""
+    """Per-run timing rows and their summary per (experiment, row, suite, context length, device);
+    `labels` maps run paths to rows (default: the method). Medians over runs; None where no run
+    recorded it."""
     runs = []
     for r in records:
         if not r.wall_clock_s or r.wall_clock_s <= 0 or r.env_steps <= 0:
@@ -39,27 +42,33 @@ def wall_clock(records, labels=None):
         speed = r.env_steps / r.wall_clock_s
         runs.append({"path": r.path, "method": (labels or {}).get(r.path, r.method),
                      "experiment": r.experiment, "suite": r.suite, "task": r.task,
-                     "context_length": r.context_length, "seed": r.seed, "env_steps": r.env_steps,
+                     "context_length": r.context_length, "device": run_device(r), "seed": r.seed,
+                     "env_steps": r.env_steps,
                      "wall_clock_s": r.wall_clock_s, "env_steps_per_s": speed,
                      "train_env_steps_per_s": r.env_steps_per_s,
                      "train_loop_env_steps_per_s": r.train_loop_env_steps_per_s,
                      "train_loop_hours_per_1M_env_steps": hours_per_million(r.train_loop_env_steps_per_s),
                      "hours_per_1M_env_steps": hours_per_million(speed), "gpu_seconds": r.gpu_seconds})
     summary = []
-    keyed = lambda row: (row["experiment"], row["method"], row["suite"], row["context_length"])
-    for (experiment, method, suite, ctx), rows in itertools.groupby(sorted(runs, key=keyed), key=keyed):
+    keyed = lambda row: (row["experiment"], row["method"], row["suite"], row["context_length"], row["device"])
+    for (experiment, method, suite, ctx, device), rows in itertools.groupby(sorted(runs, key=keyed), key=keyed):
         rows = list(rows)
         speeds = np.array([row["env_steps_per_s"] for row in rows])
         loop = [row["train_loop_hours_per_1M_env_steps"] for row in rows
                 if row["train_loop_hours_per_1M_env_steps"] is not None]
         summary.append({"experiment": experiment, "method": method, "suite": suite, "context_length": ctx,
-                        "num_runs": len(rows),
+                        "device": device, "num_runs": len(rows),
                         "mean_wall_clock_s": float(np.mean([row["wall_clock_s"] for row in rows])),
                         "median_env_steps_per_s": float(np.median(speeds)),
                         "median_hours_per_1M_env_steps": float(np.median(1e6 / speeds / 3600)),
                         "median_train_loop_hours_per_1M_env_steps": float(np.median(loop)) if loop else None,
                         "num_runs_train_loop": len(loop)})
     return {"runs": runs, "by_context_length": summary}
+
+
+def run_device(record):
+    """The device a run trained on, as run.json names it ('-' where not recorded)."""
+    return _text(record.provenance.get("device"))
 
 
 def row_label(info):

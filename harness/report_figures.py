@@ -190,11 +190,13 @@ def _lengths(rows):
 
 def wall_clock_figure(rows, colors):
     """Median hours per 1M env steps of the training loop (end to end where a row has no train-loop
-    speed): log-log lines over context length for the (experiment, method, suite) series measured at
-    two or more lengths, or with a single context length one bar per series labelled with its value."""
+    speed): log-log lines over context length for the (experiment, method, suite, device) series
+    measured at two or more lengths, or with a single context length one bar per series labelled with
+    its value. Series are named by their device where the rows span several."""
     from matplotlib import pyplot as plt
     from matplotlib import ticker
-    key = lambda r: (r["experiment"], r["method"], r["suite"])
+    key = lambda r: (r["experiment"], r["method"], r["suite"], r.get("device", "-"))
+    several_devices = len({r.get("device", "-") for r in rows}) > 1
     train_loop = all(r.get("median_train_loop_hours_per_1M_env_steps") is not None for r in rows)
     hours_of = (lambda r: r["median_train_loop_hours_per_1M_env_steps"]) if train_loop else \
         (lambda r: r["median_hours_per_1M_env_steps"])
@@ -203,11 +205,12 @@ def wall_clock_figure(rows, colors):
     lengths = _lengths(rows)
     if len(lengths) == 1:
         lines = sorted({key(r) for r in rows})  # the wall-clock table's order
-        several = len({experiment for experiment, _, _ in lines}) > 1
+        several = len({k[0] for k in lines}) > 1
         values = [hours_of(next(r for r in rows if key(r) == k)) for k in lines]
         bars = ax.bar(range(len(lines)), values, color=[colors[k[1]] for k in lines])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values])
-        ax.set_xticks(range(len(lines)), [_series_name(k, several) for k in lines], rotation=20, ha="right")
+        names = [_series_name(k, several, several_devices) for k in lines]
+        ax.set_xticks(range(len(lines)), names, rotation=20, ha="right")
         ax.set_ylim(0, max(values) * 1.2)
         ax.set_ylabel(f"{ylabel}, context length {lengths[0]}")
         ax.grid(True, axis="y", alpha=0.3)
@@ -215,11 +218,11 @@ def wall_clock_figure(rows, colors):
     series = {k: sorted((r["context_length"], hours_of(r)) for r in rows if key(r) == k)
               for k in sorted({key(r) for r in rows})}
     series = {k: line for k, line in series.items() if len(line) > 1} or series  # lines where there are any
-    several = len({experiment for experiment, _, _ in series}) > 1
-    suites = sorted({suite for _, _, suite in series})
+    several = len({k[0] for k in series}) > 1
+    suites = sorted({k[2] for k in series})
     for k, line in series.items():
         ax.plot(*zip(*line), marker="o", linewidth=2, color=colors[k[1]],
-                linestyle="-" if k[2] == suites[0] else "--", label=_series_name(k, several))
+                linestyle="-" if k[2] == suites[0] else "--", label=_series_name(k, several, several_devices))
     lengths = sorted({t for line in series.values() for t, _ in line})
     hours = [h for line in series.values() for _, h in line]
     ax.set_xscale("log", base=2)
@@ -237,6 +240,12 @@ def wall_clock_figure(rows, colors):
     return fig
 
 
-def _series_name(key, several_experiments):
-    experiment, method, suite = key
-    return f"{method} ({suite})" + (f", {experiment}" if several_experiments else "")
+def _series_name(key, several_experiments, several_devices=False):
+    experiment, method, suite, device = key
+    return (f"{method} ({suite})" + (f", {experiment}" if several_experiments else "")
+            + (f", {short_device(device)}" if several_devices else ""))
+
+
+def short_device(name):
+    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3': the vendor every CUDA device name starts with."""
+    return name.removeprefix("NVIDIA ")

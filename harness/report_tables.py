@@ -8,7 +8,7 @@ format, so the same result gives the same text.
 import collections
 
 from harness.claims import NOT_MEASURED
-from harness.report_figures import method_order
+from harness.report_figures import method_order, short_device
 
 
 def interval(estimate):
@@ -34,13 +34,15 @@ def improvement_matrix(group):
 def context_length_tables(result):
     """{(experiment, suite): ((header, IQM rows), (header, train-loop hours rows))} for every
     experiment and suite with more than one context length: rows are the methods, columns the
-    context lengths, '-' where a method did not run one."""
+    context lengths, '-' where a method did not run one. Where the study's runs trained on more than
+    one kind of device, each hours cell names its device (one value per device)."""
     groups = collections.defaultdict(list)
     for g in result["groups"]:
         if not g.get("dataset_kind"):
             groups[(g["experiment"], g["suite"])].append(g)
-    hours = {(r["experiment"], r["suite"], r["context_length"], r["method"]): r
-             for r in result["wall_clock"]["by_context_length"]}
+    hours = collections.defaultdict(list)
+    for r in result["wall_clock"]["by_context_length"]:
+        hours[(r["experiment"], r["suite"], r["context_length"], r["method"])].append(r)
     tables = {}
     for (experiment, suite), gs in sorted(groups.items()):
         lengths = sorted({g["context_length"] for g in gs})
@@ -51,19 +53,31 @@ def context_length_tables(result):
         header = ("Method", *(f"ctx {t}" for t in lengths))
         iqm = [(m, *(interval(by_length[t]["aggregates"][m]["IQM"]) if m in by_length[t]["methods"] else "-"
                      for t in lengths)) for m in methods]
-        cost = [(m, *(_hours(hours[(experiment, suite, t, m)]["median_train_loop_hours_per_1M_env_steps"])
-                      if (experiment, suite, t, m) in hours else "-" for t in lengths)) for m in methods]
+        cells = {(t, m): hours.get((experiment, suite, t, m), []) for t in lengths for m in methods}
+        name_devices = len({r["device"] for rows in cells.values() for r in rows}) > 1
+        cost = [(m, *(_hours_on_devices(cells[(t, m)], name_devices) for t in lengths)) for m in methods]
         tables[(experiment, suite)] = ((header, iqm), (header, cost))
     return tables
 
 
-WALL_CLOCK_HEADER = ("Experiment", "Method", "Suite", "Context length", "Runs",
+def _hours_on_devices(rows, name_devices):
+    """Train-loop hours of one (method, context length) cell: '-' without rows, else one value per
+    device, followed by the device's short name where the table spans several."""
+    if not rows:
+        return "-"
+    if not name_devices:
+        return "; ".join(_hours(r["median_train_loop_hours_per_1M_env_steps"]) for r in rows)
+    return "; ".join(f"{_hours(r['median_train_loop_hours_per_1M_env_steps'])} ({short_device(r['device'])})"
+                     for r in rows)
+
+
+WALL_CLOCK_HEADER = ("Experiment", "Method", "Suite", "Context length", "Device", "Runs",
                      "Train-loop h / 1M env steps", "End-to-end h / 1M env steps", "Mean wall-clock (s)",
                      "Median env steps/s")
 
 
 def wall_clock_rows(result):
-    return [(r["experiment"], r["method"], r["suite"], str(r["context_length"]), str(r["num_runs"]),
+    return [(r["experiment"], r["method"], r["suite"], str(r["context_length"]), r["device"], str(r["num_runs"]),
              _hours(r.get("median_train_loop_hours_per_1M_env_steps")),
              _hours(r["median_hours_per_1M_env_steps"]), f"{r['mean_wall_clock_s']:.1f}",
              f"{r['median_env_steps_per_s']:.1f}")

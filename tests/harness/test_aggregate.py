@@ -199,6 +199,15 @@ def test_wall_clock_per_run_and_per_context_length(tmp_path):
     np.testing.assert_allclose(ctx128["median_hours_per_1M_env_steps"], 1e6 / 5.0 / 3600)
 
 
+def test_wall_clock_never_pools_runs_of_different_devices(tmp_path):
+    write_run(tmp_path, seed=0, wall_clock_s=20.0, extra_info={"device": "NVIDIA H100 80GB HBM3"})
+    write_run(tmp_path, seed=1, wall_clock_s=80.0, extra_info={"device": "NVIDIA H200"})
+    write_run(tmp_path, seed=2, wall_clock_s=40.0, extra_info={"device": "NVIDIA H200"})
+    rows = aggregate.aggregate(tmp_path, reps=10)["wall_clock"]["by_context_length"]
+    assert [(r["device"], r["num_runs"], r["median_env_steps_per_s"]) for r in rows] == [
+        ("NVIDIA H100 80GB HBM3", 1, 100.0), ("NVIDIA H200", 2, 37.5)]  # medians of 25 and 50
+
+
 def test_cli_writes_json_and_csv_tables(tmp_path, capsys):
     write_grid(tmp_path, seeds=range(2))
     write_run(tmp_path, method="sac", task="reacher_easy", seed=9, status="failed")

@@ -146,7 +146,7 @@ def test_gpu_hours_and_machines_come_from_every_run_json(built):
 
 def test_wall_clock_has_train_loop_and_end_to_end_hours_per_million_env_steps(built):
     # train loop: median interval speed 100 env steps/s -> 2.78 h; end to end: 2000 steps in 200 s -> 27.78 h
-    assert "| noisy | kalmamba | noisy_state | 32 | 6 | 2.78 | 27.78 | 200.0 | 10.0 |" in built["markdown"]
+    assert "| noisy | kalmamba | noisy_state | 32 | cpu | 6 | 2.78 | 27.78 | 200.0 | 10.0 |" in built["markdown"]
 
 
 def test_context_lengths_side_by_side(built):

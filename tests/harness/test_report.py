@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import report, report_figures
+from harness import report, report_figures, report_tables
 from tests.harness.test_aggregate import write_grid
 from tests.harness.test_records import write_run
 
@@ -172,6 +172,38 @@ def test_wall_clock_lines_plot_the_training_loop_of_series_measured_at_several_l
     lonely = [row("a", "kalmamba", 32, 2.0, 1.0), row("a", "rssm", 64, 4.0, 3.0)]  # no series has two
     ax = report_figures.wall_clock_figure(lonely, {"kalmamba": "r", "rssm": "g"}).axes[0]
     assert len(ax.get_lines()) == 2
+
+
+def test_wall_clock_series_of_different_devices_are_separate_lines_named_by_device():
+    row = lambda t, device, hours: {"experiment": "context", "method": "kalmamba", "suite": "noisy_state",
+                                    "context_length": t, "device": device, "median_hours_per_1M_env_steps": hours,
+                                    "median_train_loop_hours_per_1M_env_steps": hours}
+    rows = [row(32, "NVIDIA H100 80GB HBM3", 1.5), row(64, "NVIDIA H100 80GB HBM3", 1.6),
+            row(256, "NVIDIA H200", 1.0), row(512, "NVIDIA H200", 1.2)]
+    ax = report_figures.wall_clock_figure(rows, {"kalmamba": "r"}).axes[0]
+    assert [(line.get_label(), list(line.get_ydata())) for line in ax.get_lines()] == [
+        ("kalmamba (noisy_state), H100 80GB HBM3", [1.5, 1.6]), ("kalmamba (noisy_state), H200", [1.0, 1.2])]
+    same = [dict(r, device="NVIDIA H100 80GB HBM3") for r in rows]
+    ax = report_figures.wall_clock_figure(same, {"kalmamba": "r"}).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["kalmamba (noisy_state)"]
+
+
+def test_context_hours_name_the_device_where_a_study_ran_on_several():
+    group = lambda t: {"experiment": "context", "suite": "noisy_state", "context_length": t, "methods": ["kalmamba"],
+                       "aggregates": {"kalmamba": {"IQM": {"point": 0.5, "low": 0.4, "high": 0.6}}}}
+    clock = lambda t, device, hours: {"experiment": "context", "suite": "noisy_state", "context_length": t,
+                                      "method": "kalmamba", "device": device,
+                                      "median_train_loop_hours_per_1M_env_steps": hours}
+    result = {"groups": [group(32), group(256)],
+              "wall_clock": {"by_context_length": [clock(32, "NVIDIA H100 80GB HBM3", 1.5),
+                                                   clock(256, "NVIDIA H100 80GB HBM3", 1.7),
+                                                   clock(256, "NVIDIA H200", 1.1)]}}
+    (_, (header, cost)), = report_tables.context_length_tables(result).values()
+    assert header == ("Method", "ctx 32", "ctx 256")
+    assert cost == [("kalmamba", "1.50 (H100 80GB HBM3)", "1.70 (H100 80GB HBM3); 1.10 (H200)")]
+    result["wall_clock"]["by_context_length"].pop()
+    (_, (_, cost)), = report_tables.context_length_tables(result).values()
+    assert cost == [("kalmamba", "1.50", "1.70")]
 
 
 def test_report_cli_user_error_is_one_line(tmp_path, capsys):
