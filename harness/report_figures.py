@@ -195,8 +195,8 @@ def wall_clock_figure(rows, colors):
     its value. Series are named by their device where the rows span several."""
     from matplotlib import pyplot as plt
     from matplotlib import ticker
-    key = lambda r: (r["experiment"], r["method"], r["suite"], r.get("device", "-"))
-    several_devices = len({r.get("device", "-") for r in rows}) > 1
+    key = lambda r: (r["experiment"], r["method"], r["suite"], r["device"])
+    several_devices = len({r["device"] for r in rows}) > 1
     train_loop = all(r.get("median_train_loop_hours_per_1M_env_steps") is not None for r in rows)
     hours_of = (lambda r: r["median_train_loop_hours_per_1M_env_steps"]) if train_loop else \
         (lambda r: r["median_hours_per_1M_env_steps"])
@@ -240,7 +240,7 @@ def wall_clock_figure(rows, colors):
     return fig
 
 
-def _series_name(key, several_experiments, several_devices=False):
+def _series_name(key, several_experiments, several_devices):
     experiment, method, suite, device = key
     return (f"{method} ({suite})" + (f", {experiment}" if several_experiments else "")
             + (f", {short_device(device)}" if several_devices else ""))

@@ -65,10 +65,8 @@ def _hours_on_devices(rows, name_devices):
     device, followed by the device's short name where the table spans several."""
     if not rows:
         return "-"
-    if not name_devices:
-        return "; ".join(_hours(r["median_train_loop_hours_per_1M_env_steps"]) for r in rows)
-    return "; ".join(f"{_hours(r['median_train_loop_hours_per_1M_env_steps'])} ({short_device(r['device'])})"
-                     for r in rows)
+    return "; ".join(_hours(r["median_train_loop_hours_per_1M_env_steps"])
+                     + (f" ({short_device(r['device'])})" if name_devices else "") for r in rows)
 
 
 WALL_CLOCK_HEADER = ("Experiment", "Method", "Suite", "Context length", "Device", "Runs",

@@ -145,7 +145,7 @@ def test_profile_axis_ends_near_the_best_score():
 
 
 def test_wall_clock_with_one_context_length_is_a_labelled_bar_chart():
-    rows = [{"experiment": "exp", "method": m, "suite": "noisy_state", "context_length": 32,
+    rows = [{"experiment": "exp", "method": m, "suite": "noisy_state", "context_length": 32, "device": "cpu",
              "median_hours_per_1M_env_steps": hours} for m, hours in (("sac", 2.0), ("kalmamba", 5.5))]
     colors = {"sac": (0, 0, 1), "kalmamba": (1, 0, 0)}
     ax = report_figures.wall_clock_figure(rows, colors).axes[0]
@@ -158,7 +158,7 @@ def test_wall_clock_with_one_context_length_is_a_labelled_bar_chart():
 
 def test_wall_clock_lines_plot_the_training_loop_of_series_measured_at_several_lengths():
     row = lambda experiment, method, t, end_to_end, train_loop: {
-        "experiment": experiment, "method": method, "suite": "noisy_state", "context_length": t,
+        "experiment": experiment, "method": method, "suite": "noisy_state", "context_length": t, "device": "cpu",
         "median_hours_per_1M_env_steps": end_to_end, "median_train_loop_hours_per_1M_env_steps": train_loop}
     rows = [row("context", "kalmamba", 32, 2.3, 1.5), row("context", "kalmamba", 128, 3.1, 1.6),
             row("context", "rssm", 32, 3.0, 3.0), row("noisy100k", "sac", 32, 0.7, 0.6)]
