@@ -40,7 +40,8 @@ test-slow: $(STAMP)
 
 # Regenerates docs/leaderboard.md's tables and the HTML report ($(LEADERBOARD_RESULTS)/report/index.html),
 # the report at env step $(LEADERBOARD_EARLY_STEPS) and the one on $(LEADERBOARD_COMMON_TASKS) alone
-# from the committed records; the same records give the same bytes.
+# from the committed records; the same records give the same bytes (tests/harness/test_committed_leaderboard.py
+# regenerates it the same way and fails when the committed tables are not what the records give).
 LEADERBOARD_REPORT = $(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) --claims docs/paper_claims.json
 leaderboard: $(STAMP)
 	$(LEADERBOARD_REPORT) --allow-empty $(addprefix --sweep ,$(LEADERBOARD_SWEEPS)) --into docs/leaderboard.md
