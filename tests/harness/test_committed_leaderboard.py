@@ -31,6 +31,12 @@ def copy_records(source, destination):
 
 
 @pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
 def regenerated(tmp_path_factory, monkeypatch_module):
     copy = tmp_path_factory.mktemp("repo")
     copy_records(ROOT / RESULTS, copy / RESULTS)
@@ -44,12 +50,6 @@ def regenerated(tmp_path_factory, monkeypatch_module):
             *[arg for sweep in SWEEPS for arg in ("--sweep", sweep)], "--into", str(DOC)]
     assert report.main(argv) == 0
     return copy
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def committed_outputs():
