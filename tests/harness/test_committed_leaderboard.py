@@ -9,6 +9,8 @@ import shutil
 import pytest
 
 from harness import report
+from harness.records import MANIFEST_FILE
+from harness.rundir import CONFIG_FILE, METRICS_FILE, RUN_FILE
 
 pytestmark = pytest.mark.filterwarnings("ignore:random_state is deprecated:FutureWarning")  # arch, via rliable
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -18,7 +20,7 @@ CLAIMS = pathlib.Path("docs/paper_claims.json")
 # The Makefile's LEADERBOARD_SWEEPS, LEADERBOARD_REPS and LEADERBOARD_REPORT.
 SWEEPS = ("gin/sweeps/leaderboard_noisy100k.gin", "gin/sweeps/leaderboard_context.gin",
           "gin/sweeps/leaderboard_image100k.gin")
-RECORD_FILES = ("run.json", "metrics.jsonl", "config.gin", "sweep.json")
+RECORD_FILES = (RUN_FILE, METRICS_FILE, CONFIG_FILE, MANIFEST_FILE)
 
 
 def copy_records(source, destination):
