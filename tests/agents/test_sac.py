@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -26,6 +27,9 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions_in_float64(parameter
 def test_critic_target_is_the_soft_bellman_backup():
     torch.manual_seed(0)
     sac = SAC(feature_dim=4, action_dim=2, hidden_dim=8, num_layers=1, lr=0.0, gamma=0.9)
+    with torch.no_grad():  # a target network apart from the online critic, as after any update
+        for p in sac.critic_target.parameters():
+            p.add_(torch.randn_like(p))
     f, a = torch.randn(6, 4), torch.rand(6, 2) * 2 - 1
     r, f_next, discount = torch.randn(6), torch.randn(6, 4), torch.tensor([1, 1, 0, 1, 1, 1.0])
     mask = torch.tensor([1, 1, 1, 0, 1, 1], dtype=torch.bool)
@@ -37,6 +41,27 @@ def test_critic_target_is_the_soft_bellman_backup():
     q1, q2 = sac.critic(f, a)  # lr = 0: unchanged by the step
     expected = (((q1 - target) ** 2 + (q2 - target) ** 2) * mask).sum() / mask.sum()
     torch.testing.assert_close(metrics["sac/critic_loss"], expected.detach())
+
+
+@pytest.mark.parametrize("entropy_gap", [-3.0, 3.0])
+def test_actor_and_temperature_losses_are_sacs(entropy_gap):
+    """Actor loss: mean(alpha * log pi(a|f) - min Q(f, a)) over a ~ pi; temperature: d loss / d log alpha
+    = -mean(log pi + target entropy), so alpha grows while the entropy is below its target and shrinks
+    while above. The target entropy is put `entropy_gap` above the actor's entropy."""
+    torch.manual_seed(0)
+    sac = SAC(feature_dim=4, action_dim=2, hidden_dim=8, num_layers=1, lr=1e-2, alpha_grad_clip=None)
+    before = copy.deepcopy(sac)  # the networks as the update finds them
+    f, mask = torch.randn(16, 4), torch.tensor([True] * 12 + [False] * 4)
+    torch.manual_seed(3)
+    action, log_prob = before.actor(f)  # the sample the update draws from the same seed
+    sac.target_entropy = -log_prob[mask].mean().item() + entropy_gap
+    torch.manual_seed(3)
+    metrics = sac.update_actor_and_alpha(f, mask)
+
+    expected_actor_loss = (before.alpha * log_prob - torch.min(*before.critic(f, action)))[mask].mean()
+    torch.testing.assert_close(metrics["sac/actor_loss"], expected_actor_loss.detach())
+    torch.testing.assert_close(sac.log_alpha.grad, -(log_prob.detach()[mask] + sac.target_entropy).mean())
+    assert math.copysign(1.0, (sac.log_alpha - before.log_alpha).item()) == math.copysign(1.0, entropy_gap)
 
 
 def test_target_network_follows_the_online_critic_by_ema():
