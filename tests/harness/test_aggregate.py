@@ -59,6 +59,7 @@ def test_numbers_equal_direct_rliable_calls(tmp_path):
     for m in written:
         np.testing.assert_array_equal(group["performance_profile"][m]["fraction"], profiles[m])
         np.testing.assert_array_equal(group["performance_profile"][m]["low"], profile_cis[m][0])
+        np.testing.assert_array_equal(group["performance_profile"][m]["high"], profile_cis[m][1])
 
     np.random.seed(SEED)
     poi, poi_cis = library.get_interval_estimates(
@@ -75,6 +76,7 @@ def test_numbers_equal_direct_rliable_calls(tmp_path):
     assert group["sample_efficiency"]["env_steps"] == [0, 1000, 2000, 3000]
     for m in written:
         np.testing.assert_array_equal(group["sample_efficiency"][m]["iqm"], curve[m])
+        np.testing.assert_array_equal(group["sample_efficiency"][m]["low"], curve_cis[m][0])
         np.testing.assert_array_equal(group["sample_efficiency"][m]["high"], curve_cis[m][1])
 
 
