@@ -29,8 +29,9 @@ $(STAMP): setup.cfg
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# Its own experiment name, so that the --overwrite that makes it repeatable never replaces a full run.
 run: $(STAMP)
-	$(PY) -m harness.run $(addprefix --gin ,$(RUN_GIN)) --overwrite
+	$(PY) -m harness.run $(addprefix --gin ,$(RUN_GIN)) --bind "Experiment.name = 'make_run'" --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -44,6 +45,7 @@ test-slow: $(STAMP)
 # regenerates it the same way and fails when the committed tables are not what the records give).
 LEADERBOARD_REPORT = $(PY) -m harness.report $(LEADERBOARD_RESULTS) --reps $(LEADERBOARD_REPS) --claims docs/paper_claims.json
 leaderboard: $(STAMP)
+	@test -d $(LEADERBOARD_RESULTS) || { echo "error: LEADERBOARD_RESULTS=$(LEADERBOARD_RESULTS) is not a directory; docs/leaderboard.md left as it is" >&2; exit 2; }
 	$(LEADERBOARD_REPORT) --allow-empty $(addprefix --sweep ,$(LEADERBOARD_SWEEPS)) --into docs/leaderboard.md
 	$(if $(LEADERBOARD_EARLY_STEPS),$(LEADERBOARD_REPORT) --at-env-steps $(LEADERBOARD_EARLY_STEPS) \
 	  --out $(LEADERBOARD_RESULTS)/report_at_$(LEADERBOARD_EARLY_STEPS))
