@@ -12,6 +12,7 @@ import pytest
 from harness import datasets, run
 from harness.config import REPO_ROOT
 from tests.harness.test_datasets import META, make_episodes
+from tests.harness.test_run import learning_values, read_lines
 
 ENV = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}  # one thread: 2 shared cores
 TINY_ONLINE = ["--gin", "gin/sac_noisy.gin", "--gin", "gin/quick.gin", "--no-progress",
@@ -128,9 +129,7 @@ def test_resume_continues_the_interrupted_run_exactly(capsys, tmp_path):
                "--bind", "Offline.checkpoint_every = 20"]
 
     def lines(out):
-        drop = {"wall_clock_s", "updates_per_s", "act_ms_per_step"}
-        return [{k: v for k, v in json.loads(line).items() if k not in drop}
-                for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [learning_values(line) for line in read_lines(out / "metrics.jsonl")]
 
     status, err, whole = offline_main(capsys, tmp_path / "whole", dataset, *cadence,
                                       "--bind", "Offline.gradient_steps = 40")

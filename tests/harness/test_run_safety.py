@@ -18,7 +18,7 @@ import pytest
 from harness import rundir
 from harness import run as run_cli_module
 from harness.config import REPO_ROOT
-from tests.harness.test_run import QUICK, learning_values, read_lines, run_cli
+from tests.harness.test_run import QUICK, assert_same_as_uninterrupted, read_lines, run_cli
 
 SHORT = [*QUICK, "--bind", "Schedule.total_env_steps = 2000"]
 
@@ -302,7 +302,4 @@ def test_sigkill_inside_a_checkpoint_write_resumes_to_the_uninterrupted_eval_poi
     assert [line["env_step"] for line in lines if line["kind"] == "eval"] == [0, 1000, 2000, 3000]
     assert [line["env_step"] for line in lines if line["kind"] == "train"] == [1000, 2000, 3000]
     assert not list(out.rglob("*.tmp"))
-    uninterrupted = run_cli(*QUICK, *budget, "--out", str(tmp_path / "uninterrupted"))
-    assert uninterrupted.returncode == 0, uninterrupted.stderr
-    assert [learning_values(line) for line in lines] == \
-        [learning_values(line) for line in read_lines(tmp_path / "uninterrupted" / "metrics.jsonl")]
+    assert_same_as_uninterrupted(lines, [*QUICK, *budget], tmp_path / "uninterrupted")
